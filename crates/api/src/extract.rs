@@ -1,0 +1,149 @@
+//! Request extractors that fail with problem+json instead of axum's plain-text
+//! rejections: JSON bodies (content type, size limit, syntax, unknown fields) and path ids.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{header, request::Parts},
+};
+use courier_core::{JobId, Settings, domain::FieldError};
+use serde::de::DeserializeOwned;
+
+use crate::{error::ApiError, state::AppState};
+
+/// A request body type and the size limit that applies to it.
+pub trait JsonBody: DeserializeOwned {
+    fn limit(settings: &Settings) -> usize;
+}
+
+/// A parsed JSON body, with the raw bytes (for `Idempotency-Key` comparison).
+pub struct ApiJson<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: JsonBody> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = T::limit(&state.settings);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        let raw = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                if std::error::Error::source(&e)
+                    .is_some_and(|s| s.to_string().contains("length limit"))
+                    || e.to_string().contains("length limit")
+                {
+                    ApiError::PayloadTooLarge(limit)
+                } else {
+                    ApiError::BadRequest(format!("could not read the request body: {e}"))
+                }
+            })?;
+        let value = parse_json(&raw)?;
+        Ok(Self { value, raw })
+    }
+}
+
+/// Syntax errors are 400; well-formed JSON of the wrong shape is 422 with the field's path.
+fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        classify(
+            e.into_inner(),
+            if path == "." { String::new() } else { path },
+        )
+    })?;
+    de.end().map_err(|e| classify(e, String::new()))?;
+    Ok(value)
+}
+
+fn classify(error: serde_json::Error, field: String) -> ApiError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
+        }
+        Category::Data => ApiError::Validation(vec![FieldError::new(
+            field,
+            strip_position(&error.to_string()),
+        )]),
+    }
+}
+
+/// serde_json appends " at line 1 column 42", which means nothing to a client that
+/// already has the field's path.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// A job id from the path; anything but a UUID is a 400 problem.
+pub struct JobIdPath(pub JobId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        JobId::parse(&raw)
+            .map(Self)
+            .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a job id (a UUID)")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_core::domain::JobRequest;
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_422_with_a_path() {
+        assert!(matches!(
+            parse_json::<JobRequest>(b"{nope"),
+            Err(ApiError::BadRequest(_))
+        ));
+        match parse_json::<JobRequest>(br#"{"target": {"url": "http://x", "bogus": 1}}"#) {
+            Err(ApiError::Validation(errors)) => {
+                assert_eq!(errors[0].field, "target");
+                assert!(
+                    errors[0].message.contains("unknown field `bogus`"),
+                    "{}",
+                    errors[0].message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_json::<JobRequest>(br#"{"target": {"url": "http://x"}, "priority": "high"}"#) {
+            Err(ApiError::Validation(errors)) => assert_eq!(errors[0].field, "priority"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

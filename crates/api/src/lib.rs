@@ -1,0 +1,13 @@
+//! Courier's REST API: accepts jobs (committed to PostgreSQL, then dispatched to Redis),
+//! serves their status, executions and queue depth, health and the OpenAPI document.
+
+pub mod dispatch;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod views;
+
+pub use startup::Application;

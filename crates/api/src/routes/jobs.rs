@@ -1,0 +1,357 @@
+//! `/v1/jobs`: accept, read, list, cancel and retry jobs.
+
+use axum::{
+    Json, Router,
+    extract::{RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::Utc;
+use courier_core::{
+    JobId, JobState, QueueName,
+    domain::{FieldError, JobRequest, NewJob},
+    repo::{self, Idempotency, JobFilter, JobRow},
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    dispatch::dispatch_now,
+    error::{ApiError, Problem},
+    extract::{ApiJson, JobIdPath},
+    state::AppState,
+    views::{BatchAccepted, BatchRequest, ExecutionList, JobPage, JobView},
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs", post(create_job).get(list_jobs))
+        .route("/v1/jobs/batch", post(create_batch))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/executions", get(list_executions))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/retry", post(retry_job))
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Accept one job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a request with the same key and body returns the first job")),
+    responses(
+        (status = 201, description = "Committed and queued", body = JobView),
+        (status = 200, description = "The job an earlier request with this Idempotency-Key created", body = JobView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: ApiJson<JobRequest>,
+) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    let job = NewJob::parse(body.value, &state.settings.jobs, now).map_err(ApiError::Validation)?;
+    let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
+        key,
+        request_hash: Sha256::digest(&body.raw).to_vec(),
+    });
+    let inserted = repo::insert_jobs(
+        &state.db,
+        std::slice::from_ref(&job),
+        idempotency.as_ref(),
+        now,
+    )
+    .await?;
+    if inserted.is_empty() {
+        let idempotency = idempotency.expect("only a taken idempotency key skips the insert");
+        return replay(&state, &idempotency).await;
+    }
+    let row = JobRow::from_new(&job, now);
+    dispatch_now(&state, &row.to_dispatch().into_iter().collect::<Vec<_>>()).await;
+    let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id))
+        .expect("a uuid path is a valid header");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(JobView::new(&row, now)),
+    )
+        .into_response())
+}
+
+/// A repeated request: the same body gets the original job, another body a 422.
+async fn replay(state: &AppState, idempotency: &Idempotency) -> Result<Response, ApiError> {
+    let (id, hash) = repo::find_by_idempotency_key(&state.db, &idempotency.key)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "idempotency key conflicted but no job holds it"
+            ))
+        })?;
+    if hash != idempotency.request_hash {
+        return Err(ApiError::IdempotencyMismatch);
+    }
+    let row = repo::get_job(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} was deleted")))?;
+    Ok((StatusCode::OK, Json(JobView::new(&row, Utc::now()))).into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            )])
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// Accept up to 1000 jobs atomically.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequest,
+    responses(
+        (status = 201, description = "All committed and queued", body = BatchAccepted),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "One invalid job refuses the batch; errors name the index", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    body: ApiJson<BatchRequest>,
+) -> Result<Response, ApiError> {
+    let max = state.settings.server.max_batch_jobs;
+    let requests = body.value.jobs;
+    if requests.is_empty() || requests.len() > max {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "jobs",
+            format!("a batch holds 1 to {max} jobs, got {}", requests.len()),
+        )]));
+    }
+    let now = Utc::now();
+    let mut jobs = Vec::with_capacity(requests.len());
+    let mut errors = Vec::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        match NewJob::parse(request, &state.settings.jobs, now) {
+            Ok(job) => jobs.push(job),
+            Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| {
+                let field = if e.field.is_empty() {
+                    format!("jobs[{i}]")
+                } else {
+                    format!("jobs[{i}].{}", e.field)
+                };
+                FieldError::new(field, e.message)
+            })),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    repo::insert_jobs(&state.db, &jobs, None, now).await?;
+    let dispatches: Vec<_> = jobs
+        .iter()
+        .filter_map(|j| JobRow::from_new(j, now).to_dispatch())
+        .collect();
+    dispatch_now(&state, &dispatches).await;
+    let ids = jobs.iter().map(|j| j.id.as_uuid()).collect();
+    Ok((StatusCode::CREATED, Json(BatchAccepted { ids })).into_response())
+}
+
+/// A job's state, attempts, next attempt time and last outcome.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<Json<JobView>, ApiError> {
+    let row = find(&state, id).await?;
+    Ok(Json(JobView::new(&row, Utc::now())))
+}
+
+async fn find(state: &AppState, id: JobId) -> Result<JobRow, ApiError> {
+    repo::get_job(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
+}
+
+/// Every attempt of a job.
+#[utoipa::path(get, path = "/v1/jobs/{id}/executions", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = ExecutionList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_executions(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<Json<ExecutionList>, ApiError> {
+    find(&state, id).await?;
+    let executions = repo::list_executions(&state.db, id).await?;
+    Ok(Json(ExecutionList {
+        job_id: id.as_uuid(),
+        executions: executions.into_iter().map(Into::into).collect(),
+    }))
+}
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
+
+/// Jobs, newest first, with keyset pagination.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    params(
+        ("queue" = Option<String>, Query, description = "Only this queue"),
+        ("state" = Option<JobState>, Query, description = "Only this state"),
+        ("label" = Option<Vec<String>>, Query, description = "`key:value`; repeat to require several labels"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<JobPage>, ApiError> {
+    let filter = parse_filter(query.as_deref().unwrap_or(""))?;
+    let rows = repo::list_jobs(&state.db, &filter).await?;
+    let next_cursor = (rows.len() as i64 == filter.limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    let now = Utc::now();
+    Ok(Json(JobPage {
+        jobs: rows.iter().map(|r| JobView::new(r, now)).collect(),
+        next_cursor,
+    }))
+}
+
+fn parse_filter(query: &str) -> Result<JobFilter, ApiError> {
+    let mut filter = JobFilter {
+        limit: DEFAULT_PAGE,
+        ..Default::default()
+    };
+    let bad =
+        |field: &str, message: String| ApiError::Validation(vec![FieldError::new(field, message)]);
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "queue" => filter.queue = Some(QueueName::parse(&value).map_err(|m| bad("queue", m))?),
+            "state" => {
+                filter.state = Some(JobState::parse(&value).ok_or_else(|| {
+                    bad(
+                        "state",
+                        "must be scheduled, queued, running, succeeded, dead or cancelled".into(),
+                    )
+                })?)
+            }
+            "label" => {
+                let (k, v) = value
+                    .split_once(':')
+                    .ok_or_else(|| bad("label", "must be key:value".into()))?;
+                filter.labels.insert(k.to_owned(), v.to_owned());
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .ok_or_else(|| bad("limit", format!("must be between 1 and {MAX_PAGE}")))?
+            }
+            "cursor" => {
+                filter.before = Some(
+                    JobId::parse(&value)
+                        .map_err(|_| bad("cursor", "is not a cursor from this API".into()))?,
+                )
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// Cancel a job that has not finished; a running call is aborted.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is already terminal", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<Json<JobView>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let row = repo::lock_job(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    if row.state.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is already {}",
+            row.state
+        )));
+    }
+    repo::cancel_job(&mut *tx, id).await?;
+    // Redis first, while the row is locked: if Redis cannot be told, the cancel is
+    // rolled back rather than leaving a job that PostgreSQL calls cancelled but runs.
+    if let Some(queue) = row.to_dispatch().map(|d| d.queue) {
+        state.queue.cancel(&queue, id).await?;
+    }
+    tx.commit().await?;
+    Ok(Json(JobView::new(&find(&state, id).await?, Utc::now())))
+}
+
+/// Run a dead or cancelled job again, its attempts reset.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is neither dead nor cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<Json<JobView>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let row = repo::lock_job(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    if !matches!(row.state, JobState::Dead | JobState::Cancelled) {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}; only dead or cancelled jobs can be retried",
+            row.state
+        )));
+    }
+    repo::reset_for_retry(&mut *tx, id).await?;
+    tx.commit().await?;
+    let row = find(&state, id).await?;
+    dispatch_now(&state, &row.to_dispatch().into_iter().collect::<Vec<_>>()).await;
+    Ok(Json(JobView::new(&row, Utc::now())))
+}

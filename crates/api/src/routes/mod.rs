@@ -1,0 +1,46 @@
+//! The routes, one module per resource, merged in [`api_router`].
+
+mod health;
+mod jobs;
+mod queues;
+
+use axum::{Router, http::StatusCode, response::Response};
+
+use crate::{error::problem_response, state::AppState};
+
+pub use health::{__path_healthz, __path_readyz, ReadyChecks};
+pub use jobs::{
+    __path_cancel_job, __path_create_batch, __path_create_job, __path_get_job,
+    __path_list_executions, __path_list_jobs, __path_retry_job,
+};
+pub use queues::{__path_get_queue, __path_list_queues};
+
+/// Every route of the API.
+pub fn api_router(state: AppState) -> Router {
+    Router::new()
+        .merge(jobs::router())
+        .merge(queues::router())
+        .merge(health::router())
+        .route("/openapi.json", axum::routing::get(crate::openapi::serve))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    problem_response(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such route".into(),
+        vec![],
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    problem_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this route does not take that method".into(),
+        vec![],
+    )
+}

@@ -1,0 +1,123 @@
+//! Building and running the API: `Application::build(settings)` binds the listener (port
+//! 0 in tests), `run_until_stopped` serves until the shutdown future resolves, then
+//! drains requests in flight.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::{Router, extract::DefaultBodyLimit, http::Request};
+use courier_core::{Settings, db, queue::RedisQueue};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{dispatch::run_dispatcher, routes::api_router, state::AppState};
+
+/// A built API, bound and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects (lazily) to PostgreSQL and Redis, applies migrations when configured, and
+    /// binds the listener.
+    ///
+    /// # Errors
+    /// Bad URLs, a failing migration or a port that cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::connect_lazy(&settings.database)?;
+        if settings.server.migrate_on_start {
+            db::migrate(&db).await?;
+        }
+        let queue = RedisQueue::new(&settings.redis)?;
+        check_redis(&queue).await;
+        let listener =
+            TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
+        let state = AppState {
+            db,
+            queue,
+            settings: Arc::new(settings),
+        };
+        Ok(Self {
+            listener,
+            router: router(state.clone()),
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections and waits for
+    /// requests in flight (up to the configured grace).
+    ///
+    /// # Errors
+    /// The listener failing.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let dispatcher = tokio::spawn(run_dispatcher(self.state.clone(), stop.clone()));
+        let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
+        let stopping = stop.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests in flight");
+            stopping.cancel();
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let served = tokio::select! {
+            result = serve => result.map_err(anyhow::Error::from),
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("requests still in flight after the grace period; closing them");
+                Ok(())
+            }
+        };
+        stop.cancel();
+        let _ = dispatcher.await;
+        served
+    }
+}
+
+fn router(state: AppState) -> Router {
+    api_router(state)
+        // Body limits are enforced by `ApiJson` per route, as problem+json.
+        .layer(DefaultBodyLimit::disable())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            // Only method, path and request id: headers (and their secrets) are never logged.
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Warns at start when Redis could evict or forget jobs (SPEC 5.7). Redis being down
+/// here is not fatal: the API accepts jobs into PostgreSQL meanwhile.
+pub async fn check_redis(queue: &RedisQueue) {
+    match queue.config_get("maxmemory-policy").await {
+        Ok(Some(policy)) if policy != "noeviction" => tracing::error!(
+            policy,
+            "redis maxmemory-policy is not noeviction: queued jobs can be evicted under memory pressure"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read redis settings at start"),
+    }
+    if let Ok(Some(aof)) = queue.config_get("appendonly").await
+        && aof != "yes"
+    {
+        tracing::warn!(
+            "redis AOF is off: a redis crash loses recent queue changes until courier re-dispatches them"
+        );
+    }
+}

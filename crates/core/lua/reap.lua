@@ -1,0 +1,40 @@
+-- Takes back jobs whose lease ran out (their worker died or stalled). The lost attempt
+-- counts: a job with attempts left is queued again at once, one without ends dead.
+-- KEYS[1]: running zset   KEYS[2]: queued zset   KEYS[3]: jobs hash
+-- KEYS[4]: attempts hash  KEYS[5]: leases hash   KEYS[6]: sequence counter
+-- KEYS[7]: signal list
+-- ARGV[1]: most jobs to reap
+-- Returns: strings, groups of 4: id, token of the lost attempt, attempts made, 'queued' or 'dead'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local BAND = 17592186044416
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now),
+  'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, id in ipairs(expired) do
+  local token = redis.call('HGET', KEYS[5], id) or '0'
+  redis.call('HDEL', KEYS[5], id)
+  redis.call('ZREM', KEYS[1], id)
+  local payload = redis.call('HGET', KEYS[3], id)
+  if payload then
+    local spec = cjson.decode(payload)
+    local attempts = tonumber(redis.call('HGET', KEYS[4], id) or '0')
+    local fate = 'queued'
+    if attempts >= spec.max_attempts then
+      fate = 'dead'
+      redis.call('HDEL', KEYS[3], id)
+      redis.call('HDEL', KEYS[4], id)
+    else
+      local seq = redis.call('INCR', KEYS[6])
+      redis.call('ZADD', KEYS[2], string.format('%.0f', (9 - spec.priority) * BAND + seq), id)
+    end
+    out[#out + 1] = id
+    out[#out + 1] = token
+    out[#out + 1] = tostring(attempts)
+    out[#out + 1] = fate
+  end
+end
+if #out > 0 and redis.call('LLEN', KEYS[7]) < 32 then
+  redis.call('RPUSH', KEYS[7], '1')
+end
+return out

@@ -1,0 +1,215 @@
+//! What a job calls: URL, method, headers and body.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::redact::{REDACTED, is_secret_header};
+
+/// Longest target URL, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Most headers a job may set.
+pub const MAX_HEADERS: usize = 64;
+/// Most bytes of header names and values together.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Headers that describe one connection, not the message; forwarding them would break
+/// the call or smuggle requests. `host` and `content-length` are Courier's to set.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// An absolute `http` or `https` URL of at most [`MAX_URL_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TargetUrl(url::Url);
+
+impl TargetUrl {
+    /// # Errors
+    /// A message saying what is wrong with the URL.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() > MAX_URL_BYTES {
+            return Err(format!("must be at most {MAX_URL_BYTES} bytes"));
+        }
+        let url = url::Url::parse(raw).map_err(|e| format!("is not an absolute URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "scheme must be http or https, not {}",
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("must name a host".into());
+        }
+        Ok(Self(url))
+    }
+
+    pub fn as_url(&self) -> &url::Url {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl TryFrom<String> for TargetUrl {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+}
+
+impl From<TargetUrl> for String {
+    fn from(value: TargetUrl) -> Self {
+        value.0.into()
+    }
+}
+
+/// The HTTP methods a job may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    #[default]
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+            Self::Head => "HEAD",
+        }
+    }
+}
+
+/// A validated call: the headers are valid HTTP, within the limits, and none is
+/// hop-by-hop or reserved for Courier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub url: TargetUrl,
+    pub method: Method,
+    /// In the order given; names as given (HTTP compares them case-insensitively).
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Target {
+    /// Checks `headers` against the limits and HTTP's grammar.
+    ///
+    /// # Errors
+    /// One message per offending header, with the header's name.
+    pub fn check_headers(headers: &[(String, String)]) -> Result<(), Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        if headers.len() > MAX_HEADERS {
+            errors.push((
+                String::new(),
+                format!(
+                    "at most {MAX_HEADERS} headers are allowed, got {}",
+                    headers.len()
+                ),
+            ));
+        }
+        let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if total > MAX_HEADER_BYTES {
+            errors.push((
+                String::new(),
+                format!("headers may hold at most {MAX_HEADER_BYTES} bytes, got {total}"),
+            ));
+        }
+        for (name, value) in headers {
+            let lower = name.to_ascii_lowercase();
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                errors.push((name.clone(), "is not a valid header name".into()));
+            } else if HOP_BY_HOP.contains(&lower.as_str()) {
+                errors.push((
+                    name.clone(),
+                    "is a hop-by-hop header and cannot be forwarded".into(),
+                ));
+            } else if lower.starts_with("x-courier-") {
+                errors.push((
+                    name.clone(),
+                    "X-Courier-* headers are set by Courier".into(),
+                ));
+            }
+            if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                errors.push((name.clone(), "value may not hold control characters".into()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The headers as they may be shown: secret values replaced by [`REDACTED`].
+    pub fn redacted_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(name, value)| {
+            let shown = if is_secret_header(name) {
+                REDACTED
+            } else {
+                value.as_str()
+            };
+            (name.as_str(), shown)
+        })
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_absolute_http() {
+        assert!(TargetUrl::parse("https://example.com/a?b=1").is_ok());
+        assert!(TargetUrl::parse("http://127.0.0.1:8080").is_ok());
+        for bad in [
+            "ftp://example.com",
+            "/relative",
+            "example.com",
+            "http://",
+            "file:///etc/passwd",
+        ] {
+            assert!(TargetUrl::parse(bad).is_err(), "{bad}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
+        assert!(TargetUrl::parse(&long).is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_and_malformed_headers_are_refused() {
+        let h = |n: &str, v: &str| vec![(n.to_string(), v.to_string())];
+        assert!(Target::check_headers(&h("Content-Type", "text/plain")).is_ok());
+        assert!(Target::check_headers(&h("Connection", "close")).is_err());
+        assert!(Target::check_headers(&h("Transfer-Encoding", "chunked")).is_err());
+        assert!(Target::check_headers(&h("Bad Name", "x")).is_err());
+        assert!(Target::check_headers(&h("X-Ok", "a\r\nInjected: 1")).is_err());
+        assert!(Target::check_headers(&h("X-Courier-Attempt", "9")).is_err());
+        let many: Vec<_> = (0..65)
+            .map(|i| (format!("X-H{i}"), "v".to_string()))
+            .collect();
+        assert!(Target::check_headers(&many).is_err());
+    }
+}

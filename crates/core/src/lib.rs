@@ -1,0 +1,13 @@
+//! Courier's core: the job domain, the Redis dispatch queue (one Lua script per
+//! operation), the PostgreSQL repository that is the system of record, settings and
+//! telemetry. The API and the worker are thin layers over this crate.
+
+pub mod db;
+pub mod domain;
+pub mod queue;
+pub mod repo;
+pub mod settings;
+pub mod telemetry;
+
+pub use domain::{JobId, JobState, QueueName};
+pub use settings::Settings;

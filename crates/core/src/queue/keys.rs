@@ -1,0 +1,80 @@
+//! Redis key names. Every key is under the configured prefix and hash-tagged by queue
+//! (`courier:{default}:queued`), so each script touches one Cluster slot.
+
+use crate::domain::QueueName;
+
+/// The key names of one deployment (one prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// The keys of one queue.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    /// Due jobs, scored by priority band then FIFO sequence.
+    pub queued: String,
+    /// Jobs waiting for their time, scored by due time (and priority in the last digit).
+    pub scheduled: String,
+    /// Leased jobs, scored by lease deadline.
+    pub running: String,
+    /// Job id -> payload (the job's spec as JSON).
+    pub jobs: String,
+    /// Job id -> attempts made.
+    pub attempts: String,
+    /// Job id -> fencing token of the attempt holding the lease.
+    pub leases: String,
+    /// FIFO sequence and token counter.
+    pub seq: String,
+    /// Wake-up tokens that idle workers block on.
+    pub signal: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn queue(&self, queue: &QueueName) -> QueueKeys {
+        let base = format!("{}:{{{}}}", self.prefix, queue.as_str());
+        QueueKeys {
+            queued: format!("{base}:queued"),
+            scheduled: format!("{base}:scheduled"),
+            running: format!("{base}:running"),
+            jobs: format!("{base}:jobs"),
+            attempts: format!("{base}:attempts"),
+            leases: format!("{base}:leases"),
+            seq: format!("{base}:seq"),
+            signal: format!("{base}:signal"),
+        }
+    }
+
+    /// The set of queue names that have ever received a job; workers serving "every
+    /// queue" read it.
+    pub fn queues(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    /// The pub/sub channel on which cancellations of running jobs are announced.
+    pub fn cancel_channel(&self) -> String {
+        format!("{}:cancel", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_prefixed_and_hash_tagged_by_queue() {
+        let keys = Keys::new("courier").queue(&QueueName::parse("mail").unwrap());
+        assert_eq!(keys.queued, "courier:{mail}:queued");
+        assert_eq!(keys.leases, "courier:{mail}:leases");
+    }
+}

@@ -1,0 +1,450 @@
+//! The Redis dispatch queue. Redis holds only what dispatch needs; PostgreSQL is the
+//! system of record. Every multi-key change is one Lua script (`crates/core/lua/`), run
+//! by exactly one function here that builds its keys and types its answer.
+
+mod keys;
+mod scripts;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_redis::{
+    Pool, Runtime,
+    redis::{self, AsyncCommands, AsyncConnectionConfig, aio::MultiplexedConnection},
+};
+
+pub use keys::{Keys, QueueKeys};
+use scripts::SCRIPTS;
+
+use crate::domain::{JobId, JobSpec, QueueName};
+use crate::settings::RedisSettings;
+
+/// A failure to talk to Redis or to read what it holds.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("redis answered something Courier did not write: {0}")]
+    Corrupt(String),
+}
+
+/// The fencing token of one attempt. Tokens grow over time, so a newer attempt of a job
+/// always has a larger token than an older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(pub i64);
+
+/// A job to put into Redis.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub id: JobId,
+    pub queue: QueueName,
+    pub spec: JobSpec,
+    pub due: DateTime<Utc>,
+    /// Attempts already made (0 for a new job).
+    pub attempts: u32,
+}
+
+/// A job a worker now holds the lease of.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub id: JobId,
+    pub queue: QueueName,
+    pub token: Token,
+    /// 1-based number of this attempt.
+    pub attempt: u32,
+    pub spec: JobSpec,
+}
+
+/// What one fetch found.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub jobs: Vec<Leased>,
+    /// When the earliest scheduled job of the queue falls due.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// How an attempt ends, as far as Redis is concerned.
+#[derive(Debug, Clone, Copy)]
+pub enum Completion {
+    /// Succeeded or dead: the job leaves Redis.
+    Done,
+    /// Try again at this time.
+    RetryAt(DateTime<Utc>),
+}
+
+/// A job whose lease expired and was taken back.
+#[derive(Debug, Clone)]
+pub struct Reaped {
+    pub id: JobId,
+    pub token: Token,
+    pub attempts: u32,
+    /// Whether the lost attempt was its last.
+    pub dead: bool,
+}
+
+/// Where a cancelled job was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// A worker held it; the worker has been told to abort.
+    Running,
+    /// Queued or scheduled; it will not run.
+    Waiting,
+    /// Not in Redis (finished, or never dispatched).
+    Absent,
+}
+
+/// Courier's queues in one Redis.
+#[derive(Clone)]
+pub struct RedisQueue {
+    pool: Pool,
+    client: redis::Client,
+    keys: Keys,
+}
+
+impl RedisQueue {
+    /// Builds the pool; connections are made on first use, so a process can start while
+    /// Redis is down and recover when it comes back.
+    ///
+    /// # Errors
+    /// An unparsable Redis URL.
+    pub fn new(settings: &RedisSettings) -> Result<Self, QueueError> {
+        let timeout = Duration::from_millis(settings.command_timeout_ms);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let manager = deadpool_redis::Manager::new_with_config(settings.url.as_str(), config)?;
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .build()
+            .map_err(|e| QueueError::Corrupt(format!("building the redis pool: {e}")))?;
+        Ok(Self {
+            pool,
+            client: redis::Client::open(settings.url.as_str())?,
+            keys: Keys::new(&settings.prefix),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// A connection of its own with no response timeout, for blocking commands and
+    /// pub/sub: the pool's timeout would cut a blocking wait short.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn dedicated_connection(&self) -> Result<MultiplexedConnection, QueueError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(None);
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// A pub/sub connection subscribed to the cancel channel.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn subscribe_cancellations(&self) -> Result<redis::aio::PubSub, QueueError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.keys.cancel_channel()).await?;
+        Ok(pubsub)
+    }
+
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// A Redis setting, by name (`maxmemory-policy`, `appendonly`).
+    ///
+    /// # Errors
+    /// Redis unreachable, or `CONFIG` not allowed for this user.
+    pub async fn config_get(&self, name: &str) -> Result<Option<String>, QueueError> {
+        let pairs: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(pairs.into_iter().nth(1))
+    }
+
+    /// Puts jobs into their queues; jobs already present are left alone.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn enqueue(&self, jobs: &[Dispatch]) -> Result<usize, QueueError> {
+        let mut by_queue: std::collections::BTreeMap<&QueueName, Vec<&Dispatch>> =
+            Default::default();
+        for job in jobs {
+            by_queue.entry(&job.queue).or_default().push(job);
+        }
+        let mut conn = self.conn().await?;
+        let mut added = 0;
+        for (queue, jobs) in by_queue {
+            let k = self.keys.queue(queue);
+            let mut call = SCRIPTS.enqueue.prepare_invoke();
+            call.key(&k.queued)
+                .key(&k.scheduled)
+                .key(&k.jobs)
+                .key(&k.attempts)
+                .key(&k.seq)
+                .key(&k.signal);
+            for job in jobs {
+                let payload =
+                    serde_json::to_string(&job.spec).expect("a job spec always serialises");
+                call.arg(job.id.to_string())
+                    .arg(job.spec.priority.get())
+                    .arg(job.due.timestamp_millis())
+                    .arg(job.attempts)
+                    .arg(payload);
+            }
+            let n: usize = call.invoke_async(&mut conn).await?;
+            added += n;
+            let _: () = conn.sadd(self.keys.queues(), queue.as_str()).await?;
+        }
+        Ok(added)
+    }
+
+    /// Every queue that has received a job.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn known_queues(&self) -> Result<Vec<QueueName>, QueueError> {
+        let names: Vec<String> = self.conn().await?.smembers(self.keys.queues()).await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| QueueName::parse(n).ok())
+            .collect())
+    }
+
+    /// Promotes due jobs, then leases up to `count` of the highest priority.
+    ///
+    /// # Errors
+    /// Redis unreachable, or a payload Courier did not write.
+    pub async fn fetch(
+        &self,
+        queue: &QueueName,
+        count: usize,
+        lease: Duration,
+    ) -> Result<Fetched, QueueError> {
+        let k = self.keys.queue(queue);
+        let reply: Vec<String> = SCRIPTS
+            .fetch
+            .key(&k.queued)
+            .key(&k.scheduled)
+            .key(&k.running)
+            .key(&k.jobs)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .key(&k.seq)
+            .arg(count)
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        let mut reply = reply.into_iter();
+        let next_due = reply
+            .next()
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .filter(|ms| *ms >= 0)
+            .and_then(DateTime::from_timestamp_millis);
+        let rest: Vec<String> = reply.collect();
+        let jobs = rest
+            .chunks_exact(4)
+            .map(|c| {
+                Ok(Leased {
+                    id: parse_id(&c[0])?,
+                    queue: queue.clone(),
+                    token: parse_token(&c[1])?,
+                    attempt: c[2]
+                        .parse()
+                        .map_err(|_| QueueError::Corrupt(format!("attempt {:?}", c[2])))?,
+                    spec: serde_json::from_str(&c[3])
+                        .map_err(|e| QueueError::Corrupt(format!("payload of {}: {e}", c[0])))?,
+                })
+            })
+            .collect::<Result<_, QueueError>>()?;
+        Ok(Fetched { jobs, next_due })
+    }
+
+    /// Blocks until some queue of `queues` signals new work or `timeout` passes, on a
+    /// connection from [`Self::dedicated_connection`].
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn wait_for_work(
+        &self,
+        conn: &mut MultiplexedConnection,
+        queues: &[QueueName],
+        timeout: Duration,
+    ) -> Result<bool, QueueError> {
+        let keys: Vec<String> = queues.iter().map(|q| self.keys.queue(q).signal).collect();
+        let secs = timeout.as_secs_f64().max(0.001);
+        let popped: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&keys)
+            .arg(secs)
+            .query_async(conn)
+            .await?;
+        Ok(popped.is_some())
+    }
+
+    /// Ends attempts. Returns, per attempt, whether it still held its lease; a `false`
+    /// result must not change the job.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn complete(
+        &self,
+        queue: &QueueName,
+        items: &[(JobId, Token, u8, Completion)],
+    ) -> Result<Vec<bool>, QueueError> {
+        let k = self.keys.queue(queue);
+        let mut call = SCRIPTS.complete.prepare_invoke();
+        call.key(&k.running)
+            .key(&k.scheduled)
+            .key(&k.queued)
+            .key(&k.jobs)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .key(&k.seq)
+            .key(&k.signal);
+        for (id, token, priority, completion) in items {
+            let at = match completion {
+                Completion::Done => "-".to_string(),
+                Completion::RetryAt(at) => at.timestamp_millis().to_string(),
+            };
+            call.arg(id.to_string()).arg(token.0).arg(at).arg(*priority);
+        }
+        let applied: Vec<i64> = call.invoke_async(&mut self.conn().await?).await?;
+        Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    /// Extends the leases of `items`; returns the ids whose lease is gone.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn heartbeat(
+        &self,
+        queue: &QueueName,
+        lease: Duration,
+        items: &[(JobId, Token)],
+    ) -> Result<Vec<JobId>, QueueError> {
+        let k = self.keys.queue(queue);
+        let mut call = SCRIPTS.heartbeat.prepare_invoke();
+        call.key(&k.running)
+            .key(&k.leases)
+            .arg(lease.as_millis() as u64);
+        for (id, token) in items {
+            call.arg(id.to_string()).arg(token.0);
+        }
+        let lost: Vec<String> = call.invoke_async(&mut self.conn().await?).await?;
+        lost.iter().map(|id| parse_id(id)).collect()
+    }
+
+    /// Takes back up to `max` jobs whose lease expired.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn reap(&self, queue: &QueueName, max: usize) -> Result<Vec<Reaped>, QueueError> {
+        let k = self.keys.queue(queue);
+        let reply: Vec<String> = SCRIPTS
+            .reap
+            .key(&k.running)
+            .key(&k.queued)
+            .key(&k.jobs)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .key(&k.seq)
+            .key(&k.signal)
+            .arg(max)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        reply
+            .chunks_exact(4)
+            .map(|c| {
+                Ok(Reaped {
+                    id: parse_id(&c[0])?,
+                    token: parse_token(&c[1])?,
+                    attempts: c[2]
+                        .parse()
+                        .map_err(|_| QueueError::Corrupt(format!("attempts {:?}", c[2])))?,
+                    dead: c[3] == "dead",
+                })
+            })
+            .collect()
+    }
+
+    /// Hands leased jobs back without using up their attempt.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn requeue(
+        &self,
+        queue: &QueueName,
+        items: &[(JobId, Token, u8)],
+    ) -> Result<Vec<bool>, QueueError> {
+        let k = self.keys.queue(queue);
+        let mut call = SCRIPTS.requeue.prepare_invoke();
+        call.key(&k.running)
+            .key(&k.queued)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .key(&k.seq)
+            .key(&k.signal);
+        for (id, token, priority) in items {
+            call.arg(id.to_string()).arg(token.0).arg(*priority);
+        }
+        let applied: Vec<i64> = call.invoke_async(&mut self.conn().await?).await?;
+        Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    /// Removes a job from its queue; a running one is announced on the cancel channel.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn cancel(&self, queue: &QueueName, id: JobId) -> Result<Cancelled, QueueError> {
+        let k = self.keys.queue(queue);
+        let where_: String = SCRIPTS
+            .cancel
+            .key(&k.queued)
+            .key(&k.scheduled)
+            .key(&k.running)
+            .key(&k.jobs)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .arg(id.to_string())
+            .arg(self.keys.cancel_channel())
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(match where_.as_str() {
+            "running" => Cancelled::Running,
+            "waiting" => Cancelled::Waiting,
+            _ => Cancelled::Absent,
+        })
+    }
+}
+
+fn parse_id(s: &str) -> Result<JobId, QueueError> {
+    JobId::parse(s).map_err(|_| QueueError::Corrupt(format!("job id {s:?}")))
+}
+
+fn parse_token(s: &str) -> Result<Token, QueueError> {
+    s.parse()
+        .map(Token)
+        .map_err(|_| QueueError::Corrupt(format!("token {s:?}")))
+}

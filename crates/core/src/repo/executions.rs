@@ -1,0 +1,263 @@
+//! The `job_executions` table, and the batched history writes of workers: attempt
+//! starts, execution records and job state changes, many jobs per statement.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::RepoError;
+use crate::domain::{JobId, JobState};
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    /// The target answered with a status that is not a success.
+    Failed,
+    Timeout,
+    ConnectionError,
+    Cancelled,
+    /// The worker stopped heartbeating (it died or stalled) and the lease ran out.
+    LeaseExpired,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::ConnectionError => "connection_error",
+            Self::Cancelled => "cancelled",
+            Self::LeaseExpired => "lease_expired",
+        }
+    }
+}
+
+/// A worker took a job's lease and is starting attempt `attempt`.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub id: JobId,
+    pub token: i64,
+    pub attempt: i32,
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone)]
+pub struct ExecutionRecord {
+    pub job_id: JobId,
+    pub attempt: i32,
+    pub token: i64,
+    pub worker: String,
+    pub outcome: Outcome,
+    /// The attempt had lost its lease; its result changed nothing.
+    pub stale: bool,
+    pub status_code: Option<i16>,
+    pub error: Option<String>,
+    pub duration_ms: i32,
+    pub response_excerpt: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A job's new state after an attempt (or after its lease was taken back).
+#[derive(Debug, Clone)]
+pub struct JobUpdate {
+    pub id: JobId,
+    /// The attempt this update comes from; an older token never overwrites a newer one.
+    pub token: i64,
+    pub attempts: i32,
+    pub state: JobState,
+    /// The next attempt's time, for `scheduled` and `queued`.
+    pub run_at: Option<DateTime<Utc>>,
+    /// The attempt's outcome for the job's `last_*` fields; `None` leaves them (a job
+    /// handed back at shutdown).
+    pub last: Option<(Option<i16>, Option<String>, i32)>,
+}
+
+/// An execution as read back.
+#[derive(Debug, Clone)]
+pub struct ExecutionRow {
+    pub attempt: i32,
+    pub worker: String,
+    pub outcome: String,
+    pub stale: bool,
+    pub status_code: Option<i16>,
+    pub error: Option<String>,
+    pub duration_ms: i32,
+    pub response_excerpt: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Every attempt of a job, oldest first.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn list_executions(db: &PgPool, id: JobId) -> Result<Vec<ExecutionRow>, RepoError> {
+    let rows = sqlx::query_as!(
+        ExecutionRow,
+        "SELECT attempt, worker, outcome, stale, status_code, error, duration_ms, response_excerpt,
+                started_at, finished_at
+         FROM job_executions WHERE job_id = $1 ORDER BY started_at, id",
+        id as JobId
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// Writes one batch of worker history in one transaction: starts first, then records,
+/// then state changes, so a job that started and finished within the batch ends in its
+/// final state. Replaying a batch is harmless.
+///
+/// # Errors
+/// PostgreSQL unreachable; nothing of the batch is written then.
+pub async fn record_history(
+    db: &PgPool,
+    started: &[Started],
+    records: &[ExecutionRecord],
+    updates: &[JobUpdate],
+) -> Result<(), RepoError> {
+    let mut tx = db.begin().await?;
+    if !started.is_empty() {
+        let started = newest_per_job(started, |s| (s.id, s.token));
+        let ids: Vec<Uuid> = started.iter().map(|s| s.id.as_uuid()).collect();
+        let tokens: Vec<i64> = started.iter().map(|s| s.token).collect();
+        let attempts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
+        sqlx::query!(
+            "UPDATE jobs SET state = 'running', attempts = LEAST(u.attempt, jobs.max_attempts), token = u.token,
+                    updated_at = now()
+             FROM UNNEST($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, attempt)
+             WHERE jobs.id = u.id AND jobs.token < u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
+            &ids,
+            &tokens,
+            &attempts
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !records.is_empty() {
+        insert_records(&mut tx, records).await?;
+    }
+    if !updates.is_empty() {
+        apply_updates(&mut tx, &newest_per_job(updates, |u| (u.id, u.token))).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_records(
+    tx: &mut sqlx::PgConnection,
+    records: &[ExecutionRecord],
+) -> Result<(), RepoError> {
+    let col = |f: fn(&ExecutionRecord) -> i32| records.iter().map(f).collect::<Vec<i32>>();
+    let job_ids: Vec<Uuid> = records.iter().map(|r| r.job_id.as_uuid()).collect();
+    let tokens: Vec<i64> = records.iter().map(|r| r.token).collect();
+    let workers: Vec<String> = records.iter().map(|r| r.worker.clone()).collect();
+    let outcomes: Vec<String> = records
+        .iter()
+        .map(|r| r.outcome.as_str().to_owned())
+        .collect();
+    let stale: Vec<bool> = records.iter().map(|r| r.stale).collect();
+    let codes: Vec<Option<i16>> = records.iter().map(|r| r.status_code).collect();
+    let errors: Vec<Option<String>> = records.iter().map(|r| r.error.clone()).collect();
+    let excerpts: Vec<Option<String>> =
+        records.iter().map(|r| r.response_excerpt.clone()).collect();
+    let started: Vec<DateTime<Utc>> = records.iter().map(|r| r.started_at).collect();
+    let finished: Vec<DateTime<Utc>> = records.iter().map(|r| r.finished_at).collect();
+    sqlx::query!(
+        "INSERT INTO job_executions (job_id, attempt, token, worker, outcome, stale, status_code, error,
+                                     duration_ms, response_excerpt, started_at, finished_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::int2[],
+                              $8::text[], $9::int4[], $10::text[], $11::timestamptz[], $12::timestamptz[])
+         ON CONFLICT (job_id, token, stale) DO NOTHING",
+        &job_ids,
+        &col(|r| r.attempt),
+        &tokens,
+        &workers,
+        &outcomes,
+        &stale,
+        &codes as &[Option<i16>],
+        &errors as &[Option<String>],
+        &col(|r| r.duration_ms),
+        &excerpts as &[Option<String>],
+        &started,
+        &finished
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn apply_updates(
+    tx: &mut sqlx::PgConnection,
+    updates: &[&JobUpdate],
+) -> Result<(), RepoError> {
+    let ids: Vec<Uuid> = updates.iter().map(|u| u.id.as_uuid()).collect();
+    let tokens: Vec<i64> = updates.iter().map(|u| u.token).collect();
+    let attempts: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
+    let states: Vec<String> = updates.iter().map(|u| u.state.to_string()).collect();
+    let run_at: Vec<Option<DateTime<Utc>>> = updates.iter().map(|u| u.run_at).collect();
+    let has_last: Vec<bool> = updates.iter().map(|u| u.last.is_some()).collect();
+    let codes: Vec<Option<i16>> = updates
+        .iter()
+        .map(|u| u.last.as_ref().and_then(|l| l.0))
+        .collect();
+    let errors: Vec<Option<String>> = updates
+        .iter()
+        .map(|u| u.last.as_ref().and_then(|l| l.1.clone()))
+        .collect();
+    let durations: Vec<Option<i32>> = updates
+        .iter()
+        .map(|u| u.last.as_ref().map(|l| l.2))
+        .collect();
+    sqlx::query!(
+        "UPDATE jobs SET
+             state = u.state::job_state,
+             attempts = LEAST(u.attempts, jobs.max_attempts),
+             token = u.token,
+             run_at = COALESCE(u.run_at, jobs.run_at),
+             last_status_code = CASE WHEN u.has_last THEN u.code ELSE jobs.last_status_code END,
+             last_error = CASE WHEN u.has_last THEN u.error ELSE jobs.last_error END,
+             last_duration_ms = CASE WHEN u.has_last THEN u.duration ELSE jobs.last_duration_ms END,
+             finished_at = CASE WHEN u.state IN ('succeeded', 'dead', 'cancelled') THEN now() END,
+             updated_at = now()
+         FROM UNNEST($1::uuid[], $2::int8[], $3::int4[], $4::text[], $5::timestamptz[], $6::bool[],
+                     $7::int2[], $8::text[], $9::int4[])
+              AS u(id, token, attempts, state, run_at, has_last, code, error, duration)
+         WHERE jobs.id = u.id AND jobs.token <= u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
+        &ids,
+        &tokens,
+        &attempts,
+        &states,
+        &run_at as &[Option<DateTime<Utc>>],
+        &has_last,
+        &codes as &[Option<i16>],
+        &errors as &[Option<String>],
+        &durations as &[Option<i32>]
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Keeps, per job, only the item with the largest token: one `UPDATE .. FROM` may change
+/// a row only once, and the newest attempt is the one that counts.
+fn newest_per_job<T>(items: &[T], key: impl Fn(&T) -> (JobId, i64)) -> Vec<&T> {
+    let mut newest: std::collections::HashMap<JobId, &T> = std::collections::HashMap::new();
+    for item in items {
+        let (id, token) = key(item);
+        newest
+            .entry(id)
+            .and_modify(|kept| {
+                if key(kept).1 <= token {
+                    *kept = item;
+                }
+            })
+            .or_insert(item);
+    }
+    newest.into_values().collect()
+}

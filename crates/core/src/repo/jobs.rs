@@ -1,0 +1,366 @@
+//! The `jobs` table: one row per job with its current state.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as JsonValue;
+use sqlx::{PgExecutor, types::Json};
+use uuid::Uuid;
+
+use super::RepoError;
+use crate::domain::{JobId, JobSpec, JobState, Labels, NewJob, QueueName};
+use crate::queue::Dispatch;
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: JobId,
+    pub queue: String,
+    pub state: JobState,
+    pub spec: Json<JobSpec>,
+    pub labels: Json<Labels>,
+    pub attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub last_status_code: Option<i16>,
+    pub last_error: Option<String>,
+    pub last_duration_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobRow {
+    /// The state a client sees: a scheduled job whose time has come is queued, even
+    /// before a worker's promotion reaches PostgreSQL.
+    pub fn effective_state(&self, now: DateTime<Utc>) -> JobState {
+        if self.state == JobState::Scheduled && self.run_at <= now {
+            JobState::Queued
+        } else {
+            self.state
+        }
+    }
+
+    /// The row [`insert_jobs`] stores for `job` at `now`, without reading it back.
+    pub fn from_new(job: &NewJob, now: DateTime<Utc>) -> Self {
+        Self {
+            id: job.id,
+            queue: job.queue.to_string(),
+            state: if job.run_at <= now {
+                JobState::Queued
+            } else {
+                JobState::Scheduled
+            },
+            spec: Json(job.spec.clone()),
+            labels: Json(job.labels.clone()),
+            attempts: 0,
+            run_at: job.run_at,
+            last_status_code: None,
+            last_error: None,
+            last_duration_ms: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// What dispatching this job to Redis needs.
+    pub fn to_dispatch(&self) -> Option<Dispatch> {
+        Some(Dispatch {
+            id: self.id,
+            queue: QueueName::parse(&self.queue).ok()?,
+            spec: self.spec.0.clone(),
+            due: self.run_at,
+            attempts: self.attempts as u32,
+        })
+    }
+}
+
+/// The idempotency key of a request and the hash of its body.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// Inserts jobs in one statement (all or none). With an idempotency key, a job whose key
+/// is already taken is not inserted; the returned ids are the jobs actually inserted.
+///
+/// # Errors
+/// PostgreSQL unreachable or refusing the rows.
+pub async fn insert_jobs(
+    db: impl PgExecutor<'_>,
+    jobs: &[NewJob],
+    idempotency: Option<&Idempotency>,
+    now: DateTime<Utc>,
+) -> Result<Vec<JobId>, RepoError> {
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id.as_uuid()).collect();
+    let queues: Vec<String> = jobs.iter().map(|j| j.queue.to_string()).collect();
+    let states: Vec<String> = jobs
+        .iter()
+        .map(|j| {
+            if j.run_at <= now {
+                JobState::Queued
+            } else {
+                JobState::Scheduled
+            }
+            .to_string()
+        })
+        .collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| j.spec.priority.into()).collect();
+    let specs: Vec<JsonValue> = jobs
+        .iter()
+        .map(|j| serde_json::to_value(&j.spec).expect("a job spec always serialises"))
+        .collect();
+    let labels: Vec<JsonValue> = jobs
+        .iter()
+        .map(|j| serde_json::to_value(&j.labels).expect("labels always serialise"))
+        .collect();
+    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.spec.max_attempts as i32).collect();
+    let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.run_at).collect();
+    let keys: Vec<Option<String>> = jobs
+        .iter()
+        .map(|_| idempotency.map(|i| i.key.clone()))
+        .collect();
+    let hashes: Vec<Option<Vec<u8>>> = jobs
+        .iter()
+        .map(|_| idempotency.map(|i| i.request_hash.clone()))
+        .collect();
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO jobs (id, queue, state, priority, spec, labels, max_attempts, run_at, idempotency_key, request_hash)
+           SELECT id, queue, state::job_state, priority, spec, labels, max_attempts, run_at, key, hash
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[], $7::int4[],
+                       $8::timestamptz[], $9::text[], $10::bytea[])
+                AS t(id, queue, state, priority, spec, labels, max_attempts, run_at, key, hash)
+           ON CONFLICT (idempotency_key) DO NOTHING
+           RETURNING id AS "id: JobId""#,
+        &ids,
+        &queues,
+        &states,
+        &priorities,
+        &specs,
+        &labels,
+        &max_attempts,
+        &run_at,
+        &keys as &[Option<String>],
+        &hashes as &[Option<Vec<u8>>],
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(inserted)
+}
+
+/// The job holding an idempotency key, with the hash of the request that created it.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn find_by_idempotency_key(
+    db: impl PgExecutor<'_>,
+    key: &str,
+) -> Result<Option<(JobId, Vec<u8>)>, RepoError> {
+    let row = sqlx::query!(
+        r#"SELECT id AS "id: JobId", request_hash AS "hash!" FROM jobs WHERE idempotency_key = $1"#,
+        key
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.id, r.hash)))
+}
+
+/// Marks jobs as present in Redis.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn mark_dispatched(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<(), RepoError> {
+    let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
+    sqlx::query!(
+        "UPDATE jobs SET dispatched = true WHERE id = ANY($1) AND NOT dispatched",
+        &ids
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Live jobs that never reached Redis and were created before `before`; locked, so
+/// several API processes share the work. Call inside a transaction.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn lock_undispatched(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<JobRow>, RepoError> {
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
+                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
+                  last_duration_ms, created_at, updated_at, finished_at
+           FROM jobs
+           WHERE NOT dispatched AND created_at < $1 AND state IN ('scheduled', 'queued', 'running')
+           ORDER BY created_at
+           LIMIT $2
+           FOR UPDATE SKIP LOCKED"#,
+        before,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// One job.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn get_job(db: impl PgExecutor<'_>, id: JobId) -> Result<Option<JobRow>, RepoError> {
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
+                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
+                  last_duration_ms, created_at, updated_at, finished_at
+           FROM jobs WHERE id = $1"#,
+        id as JobId
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row)
+}
+
+/// One job, locked for the rest of the transaction.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn lock_job(db: impl PgExecutor<'_>, id: JobId) -> Result<Option<JobRow>, RepoError> {
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
+                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
+                  last_duration_ms, created_at, updated_at, finished_at
+           FROM jobs WHERE id = $1 FOR UPDATE"#,
+        id as JobId
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row)
+}
+
+/// Filters of the job list; `None` matches everything.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub queue: Option<QueueName>,
+    pub state: Option<JobState>,
+    /// Jobs whose labels include all of these.
+    pub labels: Labels,
+    /// Only jobs older than this one (the keyset cursor).
+    pub before: Option<JobId>,
+    pub limit: i64,
+}
+
+/// Jobs newest first.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn list_jobs(
+    db: impl PgExecutor<'_>,
+    filter: &JobFilter,
+) -> Result<Vec<JobRow>, RepoError> {
+    let labels = (!filter.labels.is_empty())
+        .then(|| serde_json::to_value(&filter.labels).expect("labels serialise"));
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
+                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
+                  last_duration_ms, created_at, updated_at, finished_at
+           FROM jobs
+           WHERE ($1::text IS NULL OR queue = $1)
+             AND ($2::text IS NULL OR (CASE WHEN state = 'scheduled' AND run_at <= now()
+                                            THEN 'queued' ELSE state::text END) = $2)
+             AND ($3::jsonb IS NULL OR labels @> $3)
+             AND ($4::uuid IS NULL OR id < $4)
+           ORDER BY id DESC
+           LIMIT $5"#,
+        filter.queue.as_ref().map(QueueName::as_str),
+        filter.state.map(JobState::as_str),
+        labels,
+        filter.before.map(|id| id.as_uuid()),
+        filter.limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// Cancels a live job; `false` when the job is not live (terminal or absent).
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn cancel_job(db: impl PgExecutor<'_>, id: JobId) -> Result<bool, RepoError> {
+    let done = sqlx::query!(
+        "UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+         WHERE id = $1 AND state IN ('scheduled', 'queued', 'running')",
+        id as JobId
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts a dead or cancelled job back to run from its first attempt; `false` when the
+/// job is neither.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn reset_for_retry(db: impl PgExecutor<'_>, id: JobId) -> Result<bool, RepoError> {
+    let done = sqlx::query!(
+        "UPDATE jobs SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+                dispatched = false, updated_at = now()
+         WHERE id = $1 AND state IN ('dead', 'cancelled')",
+        id as JobId
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Depth of one queue.
+#[derive(Debug, Clone, Default)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub scheduled: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub dead: i64,
+    pub succeeded_last_hour: i64,
+    pub dead_last_hour: i64,
+    /// When the job that has waited longest became due.
+    pub oldest_queued_since: Option<DateTime<Utc>>,
+}
+
+/// Depth per queue, for one queue or all.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn queue_depths(
+    db: impl PgExecutor<'_>,
+    queue: Option<&QueueName>,
+) -> Result<Vec<QueueDepth>, RepoError> {
+    let rows = sqlx::query_as!(
+        QueueDepth,
+        r#"SELECT queue AS "queue!",
+             count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS "scheduled!",
+             count(*) FILTER (WHERE state = 'queued' OR (state = 'scheduled' AND run_at <= now())) AS "queued!",
+             count(*) FILTER (WHERE state = 'running') AS "running!",
+             count(*) FILTER (WHERE state = 'dead') AS "dead!",
+             count(*) FILTER (WHERE state = 'succeeded' AND finished_at > now() - interval '1 hour') AS "succeeded_last_hour!",
+             count(*) FILTER (WHERE state = 'dead' AND finished_at > now() - interval '1 hour') AS "dead_last_hour!",
+             min(run_at) FILTER (WHERE state = 'queued' OR (state = 'scheduled' AND run_at <= now())) AS oldest_queued_since
+           FROM jobs
+           WHERE ($1::text IS NULL OR queue = $1)
+             AND (state IN ('scheduled', 'queued', 'running', 'dead') OR finished_at > now() - interval '1 hour')
+           GROUP BY queue
+           ORDER BY queue"#,
+        queue.map(QueueName::as_str)
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}

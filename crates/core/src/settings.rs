@@ -1,0 +1,197 @@
+//! Settings in layers: built-in defaults, an optional file named by `COURIER_CONFIG`,
+//! then `COURIER__SECTION__KEY` environment variables. `DATABASE_URL` and `REDIS_URL`
+//! are honoured as the usual shortcuts.
+
+use std::time::Duration;
+
+use config::{Config, ConfigError, Environment, File};
+use serde::Deserialize;
+
+/// Every setting of the API and the worker. `.env.example` lists each with its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub jobs: JobLimits,
+    pub worker: WorkerSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// The API's listener and request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Largest request body for `POST /v1/jobs`, in bytes.
+    pub max_request_bytes: usize,
+    /// Largest request body for `POST /v1/jobs/batch`, in bytes.
+    pub max_batch_request_bytes: usize,
+    /// Most jobs in one batch.
+    pub max_batch_jobs: usize,
+    /// Apply pending migrations when the API starts.
+    pub migrate_on_start: bool,
+    /// How long a shut-down API waits for requests in flight.
+    pub shutdown_grace_ms: u64,
+    /// How often the dispatcher looks for jobs that are in PostgreSQL but not yet in Redis.
+    pub dispatch_interval_ms: u64,
+}
+
+/// PostgreSQL connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+}
+
+/// Redis connection and key layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Every key Courier writes starts with this prefix.
+    pub prefix: String,
+    pub pool_size: usize,
+    /// Timeout of one Redis command (blocking waits use their own connection).
+    pub command_timeout_ms: u64,
+}
+
+/// Bounds on what a job may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobLimits {
+    pub max_timeout_ms: u64,
+    pub max_body_bytes: usize,
+}
+
+/// The worker's capacity, leases and shutdown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Calls in flight at once in one worker process.
+    pub concurrency: usize,
+    /// Queues to serve; empty serves every queue that has ever received a job.
+    pub queues: Vec<String>,
+    /// How long a running job's lease lasts without a heartbeat.
+    pub lease_ms: u64,
+    /// Most jobs taken from Redis in one round trip.
+    pub fetch_batch: usize,
+    /// How long SIGTERM waits for calls in flight before handing the rest back.
+    pub shutdown_grace_ms: u64,
+    /// Longest an idle worker blocks before looking again (new jobs wake it at once).
+    pub idle_poll_ms: u64,
+    /// Most execution records and state changes written to PostgreSQL in one statement.
+    pub history_batch: usize,
+    /// Most records held in memory while PostgreSQL is unreachable.
+    pub history_buffer: usize,
+    /// A name for this worker in execution records; empty uses host name and process id.
+    pub name: String,
+}
+
+/// Log format and filter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `json` (production) or `pretty` (development).
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, overridden by `RUST_LOG` when set.
+    pub filter: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+const DEFAULTS: &str = r#"
+[server]
+host = "0.0.0.0"
+port = 8080
+max_request_bytes = 2_097_152
+max_batch_request_bytes = 67_108_864
+max_batch_jobs = 1000
+migrate_on_start = true
+shutdown_grace_ms = 30_000
+dispatch_interval_ms = 1000
+
+[database]
+url = "postgres://postgres@127.0.0.1:5432/courier"
+max_connections = 16
+connect_timeout_ms = 5000
+
+[redis]
+url = "redis://127.0.0.1:6379"
+prefix = "courier"
+pool_size = 32
+command_timeout_ms = 5000
+
+[jobs]
+max_timeout_ms = 900_000
+max_body_bytes = 1_048_576
+
+[worker]
+concurrency = 512
+queues = []
+lease_ms = 15_000
+fetch_batch = 64
+shutdown_grace_ms = 100_000
+idle_poll_ms = 1000
+history_batch = 1000
+history_buffer = 100_000
+name = ""
+
+[telemetry]
+format = "json"
+filter = "info"
+"#;
+
+impl Settings {
+    /// Loads the layers from the process environment.
+    ///
+    /// # Errors
+    /// A file that cannot be read or a value of the wrong type.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Ok(path) = std::env::var("COURIER_CONFIG") {
+            builder = builder.add_source(File::with_name(&path));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("COURIER")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("worker.queues")
+                .try_parsing(true),
+        );
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            builder = builder.set_override("database.url", url)?;
+        }
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            builder = builder.set_override("redis.url", url)?;
+        }
+        builder.build()?.try_deserialize()
+    }
+
+    /// The built-in defaults alone.
+    pub fn defaults() -> Self {
+        Config::builder()
+            .add_source(File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .expect("built-in defaults are valid")
+    }
+}
+
+impl WorkerSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
