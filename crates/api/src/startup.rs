@@ -34,7 +34,7 @@ impl Application {
             db::migrate(&db).await?;
         }
         let queue = RedisQueue::new(&settings.redis)?;
-        check_redis(&queue).await;
+        queue.warn_on_unsafe_settings().await;
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
         let state = AppState {
@@ -100,24 +100,4 @@ fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-}
-
-/// Warns at start when Redis could evict or forget jobs (SPEC 5.7). Redis being down
-/// here is not fatal: the API accepts jobs into PostgreSQL meanwhile.
-pub async fn check_redis(queue: &RedisQueue) {
-    match queue.config_get("maxmemory-policy").await {
-        Ok(Some(policy)) if policy != "noeviction" => tracing::error!(
-            policy,
-            "redis maxmemory-policy is not noeviction: queued jobs can be evicted under memory pressure"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not read redis settings at start"),
-    }
-    if let Ok(Some(aof)) = queue.config_get("appendonly").await
-        && aof != "yes"
-    {
-        tracing::warn!(
-            "redis AOF is off: a redis crash loses recent queue changes until courier re-dispatches them"
-        );
-    }
 }

@@ -184,6 +184,26 @@ impl RedisQueue {
         Ok(pairs.into_iter().nth(1))
     }
 
+    /// Logs an error when Redis could evict jobs and a warning when AOF is off (SPEC 5.7).
+    /// Redis being down is not fatal: jobs wait in PostgreSQL meanwhile.
+    pub async fn warn_on_unsafe_settings(&self) {
+        match self.config_get("maxmemory-policy").await {
+            Ok(Some(policy)) if policy != "noeviction" => tracing::error!(
+                policy,
+                "redis maxmemory-policy is not noeviction: queued jobs can be evicted under memory pressure"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read redis settings at start"),
+        }
+        if let Ok(Some(aof)) = self.config_get("appendonly").await
+            && aof != "yes"
+        {
+            tracing::warn!(
+                "redis AOF is off: a redis crash loses recent queue changes until they are re-dispatched"
+            );
+        }
+    }
+
     /// Puts jobs into their queues; jobs already present are left alone.
     ///
     /// # Errors

@@ -1,0 +1,305 @@
+//! One attempt from lease to record: make the call, decide what it means (success, retry
+//! with backoff or `Retry-After`, dead), end the attempt in Redis under its fencing token,
+//! and record it. A result whose lease was lost is recorded as stale and changes nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use courier_core::{
+    JobState,
+    domain::JobSpec,
+    queue::{Completion, Leased, RedisQueue},
+    repo::{ExecutionRecord, JobUpdate, Outcome, Started},
+};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use crate::{
+    history::{Event, History},
+    http::{CallResult, HttpCaller},
+    inflight::{AbortReason, InFlight},
+};
+
+/// What every attempt needs from its worker.
+pub struct Context {
+    pub queue: RedisQueue,
+    pub http: HttpCaller,
+    pub history: History,
+    pub inflight: InFlight,
+    pub worker: String,
+    pub lease: Duration,
+}
+
+/// What an attempt's result means for the job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub state: JobState,
+    /// When the next attempt may start, for a retry.
+    pub retry_at: Option<DateTime<Utc>>,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Judges an attempt's result (SPEC 4): 2xx succeeds; 408, 425, 429, 5xx, listed
+/// statuses, connection errors and timeouts are retried while attempts remain (at the
+/// backoff's time, or the target's `Retry-After` capped at the backoff's maximum); any
+/// other answer, 3xx included, ends the job dead.
+pub fn judge(
+    spec: &JobSpec,
+    attempt: u32,
+    result: &CallResult,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Verdict {
+    let (outcome, status_code, error, retryable, retry_after) = match result {
+        CallResult::Answered { status, .. } if (200..300).contains(status) => {
+            (Outcome::Succeeded, Some(*status), None, false, None)
+        }
+        CallResult::Answered {
+            status,
+            retry_after,
+            ..
+        } => {
+            let error = if (300..400).contains(status) && !spec.follow_redirects {
+                format!("HTTP {status} (redirects are not followed for this job)")
+            } else {
+                format!("HTTP {status}")
+            };
+            (
+                Outcome::Failed,
+                Some(*status),
+                Some(error),
+                spec.is_retryable_status(*status),
+                *retry_after,
+            )
+        }
+        CallResult::TimedOut => (
+            Outcome::Timeout,
+            None,
+            Some(format!("no complete answer within {} ms", spec.timeout_ms)),
+            true,
+            None,
+        ),
+        CallResult::Failed(e) => (Outcome::ConnectionError, None, Some(e.clone()), true, None),
+    };
+    let (state, retry_at) = if outcome == Outcome::Succeeded {
+        (JobState::Succeeded, None)
+    } else if retryable && attempt < spec.max_attempts {
+        let wait = retry_after.map_or_else(
+            || spec.backoff.delay(attempt, rng),
+            |ra| ra.min(spec.backoff.max()),
+        );
+        let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        (
+            if wait.is_zero() {
+                JobState::Queued
+            } else {
+                JobState::Scheduled
+            },
+            Some(at),
+        )
+    } else {
+        (JobState::Dead, None)
+    };
+    Verdict {
+        outcome,
+        state,
+        retry_at,
+        status_code,
+        error,
+    }
+}
+
+/// Runs one leased job to the end of its attempt. Holds `permit` (one unit of the
+/// worker's concurrency) until done.
+pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
+    let span =
+        tracing::info_span!("attempt", job.id = %job.id, queue = %job.queue, attempt = job.attempt);
+    async move {
+        let entry = ctx.inflight.insert(&job);
+        ctx.history
+            .send(Event::Started(Started { id: job.id, token: job.token.0, attempt: job.attempt as i32 }))
+            .await;
+        let started_at = Utc::now();
+        let clock = std::time::Instant::now();
+        let result = tokio::select! {
+            result = ctx.http.call(&job) => Ok(result),
+            reason = entry.aborted() => Err(reason),
+        };
+        let duration_ms = clock.elapsed().as_millis().min(i32::MAX as u128) as i32;
+        let finished_at = Utc::now();
+        let record = |outcome, stale, status_code: Option<u16>, error: Option<String>, excerpt: Option<String>| ExecutionRecord {
+            job_id: job.id,
+            attempt: job.attempt as i32,
+            token: job.token.0,
+            worker: ctx.worker.clone(),
+            outcome,
+            stale,
+            status_code: status_code.map(|c| c as i16),
+            error,
+            duration_ms,
+            response_excerpt: excerpt,
+            started_at,
+            finished_at,
+        };
+        match result {
+            Err(AbortReason::Shutdown) => hand_back(&ctx, &job).await,
+            Err(AbortReason::Cancelled) => {
+                tracing::info!("call aborted: job cancelled");
+                let error = Some("cancelled while the call was in flight".to_owned());
+                ctx.history.send(Event::Record(record(Outcome::Cancelled, false, None, error, None))).await;
+            }
+            Err(AbortReason::LeaseLost) => {
+                tracing::warn!("call aborted: lease lost");
+                let error = Some("lease lost while the call was in flight; another attempt owns the job".to_owned());
+                ctx.history.send(Event::Record(record(Outcome::Cancelled, true, None, error, None))).await;
+            }
+            Ok(result) => {
+                let verdict = judge(&job.spec, job.attempt, &result, finished_at, &mut rand::rng());
+                let excerpt = match result {
+                    CallResult::Answered { excerpt, .. } => Some(excerpt),
+                    _ => None,
+                };
+                let completion = verdict.retry_at.map_or(Completion::Done, Completion::RetryAt);
+                let applied = complete(&ctx, &job, completion).await;
+                tracing::info!(outcome = verdict.outcome.as_str(), state = %verdict.state, status = verdict.status_code,
+                    duration_ms, stale = !applied, "attempt finished");
+                let rec = record(verdict.outcome, !applied, verdict.status_code, verdict.error.clone(), excerpt);
+                ctx.history.send(Event::Record(rec)).await;
+                if applied {
+                    ctx.history
+                        .send(Event::Update(JobUpdate {
+                            id: job.id,
+                            token: job.token.0,
+                            attempts: job.attempt as i32,
+                            state: verdict.state,
+                            run_at: verdict.retry_at,
+                            last: Some((verdict.status_code.map(|c| c as i16), verdict.error, duration_ms)),
+                        }))
+                        .await;
+                }
+            }
+        }
+        ctx.inflight.remove(job.id);
+        drop(permit);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Ends the attempt in Redis, retrying while Redis is unreachable, but not past the
+/// lease: by then the reaper owns the job and this result is stale anyway.
+async fn complete(ctx: &Context, job: &Leased, completion: Completion) -> bool {
+    let give_up = std::time::Instant::now() + ctx.lease;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let item = [(job.id, job.token, job.spec.priority.get(), completion)];
+        match ctx.queue.complete(&job.queue, &item).await {
+            Ok(applied) => return applied.first().copied().unwrap_or(false),
+            Err(e) if std::time::Instant::now() + wait < give_up => {
+                tracing::warn!(error = %e, "ending the attempt in redis failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not end the attempt before its lease ran out; it will be retried");
+                return false;
+            }
+        }
+    }
+}
+
+/// Gives the job back at shutdown without using up its attempt.
+async fn hand_back(ctx: &Context, job: &Leased) {
+    let item = [(job.id, job.token, job.spec.priority.get())];
+    match ctx.queue.requeue(&job.queue, &item).await {
+        Ok(applied) if applied.first() == Some(&true) => {
+            tracing::info!("handed back at shutdown");
+            ctx.history
+                .send(Event::Update(JobUpdate {
+                    id: job.id,
+                    token: job.token.0,
+                    attempts: job.attempt as i32 - 1,
+                    state: JobState::Queued,
+                    run_at: Some(Utc::now()),
+                    last: None,
+                }))
+                .await;
+        }
+        Ok(_) => tracing::info!("lease already lost at shutdown; nothing to hand back"),
+        Err(e) => {
+            tracing::warn!(error = %e, "handing back failed; the lease will expire and the job run again")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_core::domain::{JobRequest, NewJob, TargetRequest};
+
+    fn spec(max_attempts: i64, retry_on_status: Vec<i64>) -> JobSpec {
+        let req = JobRequest {
+            target: TargetRequest {
+                url: "http://example.com".into(),
+                ..Default::default()
+            },
+            max_attempts: Some(max_attempts),
+            retry_on_status: Some(retry_on_status),
+            backoff: Some(courier_core::domain::BackoffRequest {
+                initial_ms: Some(1000),
+                max_ms: Some(10_000),
+                jitter: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        NewJob::parse(req, &courier_core::Settings::defaults().jobs, Utc::now())
+            .unwrap()
+            .spec
+    }
+
+    fn answered(status: u16, retry_after: Option<u64>) -> CallResult {
+        CallResult::Answered {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+            excerpt: String::new(),
+        }
+    }
+
+    #[test]
+    fn statuses_are_judged_per_the_spec() {
+        let now = Utc::now();
+        let s = spec(3, vec![409]);
+        let mut rng = rand::rng();
+        let state = |r: &CallResult, attempt| judge(&s, attempt, r, now, &mut rand::rng()).state;
+        assert_eq!(state(&answered(204, None), 1), JobState::Succeeded);
+        for retried in [408, 425, 429, 500, 503, 409] {
+            assert_eq!(
+                state(&answered(retried, None), 1),
+                JobState::Scheduled,
+                "{retried}"
+            );
+        }
+        for dead in [400, 404, 301, 302] {
+            assert_eq!(state(&answered(dead, None), 1), JobState::Dead, "{dead}");
+        }
+        assert_eq!(state(&answered(500, None), 3), JobState::Dead);
+        assert_eq!(state(&CallResult::TimedOut, 1), JobState::Scheduled);
+        assert_eq!(
+            judge(&s, 2, &answered(500, None), now, &mut rng).retry_at,
+            Some(now + chrono::Duration::seconds(2))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let now = Utc::now();
+        let s = spec(3, vec![]);
+        let v = judge(&s, 1, &answered(429, Some(2)), now, &mut rand::rng());
+        assert_eq!(v.retry_at, Some(now + chrono::Duration::seconds(2)));
+        let v = judge(&s, 1, &answered(503, Some(3600)), now, &mut rand::rng());
+        assert_eq!(v.retry_at, Some(now + chrono::Duration::seconds(10)));
+    }
+}

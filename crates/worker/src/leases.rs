@@ -1,0 +1,137 @@
+//! Keeping leases honest: the heartbeat renews the leases of calls in flight (and aborts
+//! calls whose lease is gone), the reaper takes back jobs of workers that died, and the
+//! cancel listener aborts running calls that a client cancelled.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use courier_core::{
+    JobId, JobState, QueueName,
+    repo::{ExecutionRecord, JobUpdate, Outcome},
+};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::{execute::Context, history::Event, inflight::AbortReason};
+
+/// Renews every lease a third of the way through it, until `stop`.
+pub async fn heartbeat(ctx: Arc<Context>, stop: CancellationToken) {
+    let every = ctx.lease / 3;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        for (queue, leases) in ctx.inflight.leases() {
+            match ctx.queue.heartbeat(&queue, ctx.lease, &leases).await {
+                Ok(lost) => {
+                    for id in lost {
+                        if let Some(entry) = ctx.inflight.get(id) {
+                            entry.abort(AbortReason::LeaseLost);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %queue, "heartbeat failed; retrying next beat")
+                }
+            }
+        }
+    }
+}
+
+/// Takes back expired leases of `queues()` every `every`, recording each lost attempt.
+pub async fn reaper(
+    ctx: Arc<Context>,
+    queues: impl Fn() -> Vec<QueueName>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        for queue in queues() {
+            match ctx.queue.reap(&queue, 500).await {
+                Ok(reaped) => {
+                    for job in reaped {
+                        tracing::warn!(job.id = %job.id, %queue, attempts = job.attempts, dead = job.dead,
+                            "lease expired; the job was taken back");
+                        record_lost_attempt(&ctx, job.id, job.token.0, job.attempts, job.dead)
+                            .await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, %queue, "reaping failed"),
+            }
+        }
+    }
+}
+
+async fn record_lost_attempt(ctx: &Context, id: JobId, token: i64, attempts: u32, dead: bool) {
+    let now = Utc::now();
+    ctx.history
+        .send(Event::Record(ExecutionRecord {
+            job_id: id,
+            attempt: attempts.max(1) as i32,
+            token,
+            worker: ctx.worker.clone(),
+            outcome: Outcome::LeaseExpired,
+            stale: false,
+            status_code: None,
+            error: Some("the worker running this attempt stopped renewing its lease".into()),
+            duration_ms: 0,
+            response_excerpt: None,
+            started_at: now,
+            finished_at: now,
+        }))
+        .await;
+    ctx.history
+        .send(Event::Update(JobUpdate {
+            id,
+            token,
+            attempts: attempts as i32,
+            state: if dead {
+                JobState::Dead
+            } else {
+                JobState::Queued
+            },
+            run_at: (!dead).then_some(now),
+            last: Some((None, Some("lease expired".into()), 0)),
+        }))
+        .await;
+}
+
+/// Aborts running calls announced on the cancel channel, reconnecting with capped
+/// backoff while Redis is away. The heartbeat catches any announcement missed meanwhile.
+pub async fn cancel_listener(ctx: Arc<Context>, stop: CancellationToken) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match ctx.queue.subscribe_cancellations().await {
+            Ok(pubsub) => {
+                wait = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        message = messages.next() => match message {
+                            Some(message) => {
+                                let Ok(raw) = message.get_payload::<String>() else { continue };
+                                if let Some(entry) = JobId::parse(&raw).ok().and_then(|id| ctx.inflight.get(id)) {
+                                    entry.abort(AbortReason::Cancelled);
+                                }
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                tracing::warn!("cancel subscription closed; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to cancellations; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
