@@ -70,6 +70,11 @@ impl<T: JsonBody> FromRequest<AppState> for ApiJson<T> {
 fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(raw);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A shape error may come before a syntax error further on (`[1, 2`): broken
+        // JSON is a 400 whatever its prefix looked like.
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+            return classify(syntax, String::new());
+        }
         let path = e.path().to_string();
         classify(
             e.into_inner(),
@@ -132,7 +137,7 @@ mod tests {
         ));
         match parse_json::<JobRequest>(br#"{"target": {"url": "http://x", "bogus": 1}}"#) {
             Err(ApiError::Validation(errors)) => {
-                assert_eq!(errors[0].field, "target");
+                assert_eq!(errors[0].field, "target.bogus");
                 assert!(
                     errors[0].message.contains("unknown field `bogus`"),
                     "{}",

@@ -75,6 +75,7 @@ pub struct WorkerSettings {
     /// Calls in flight at once in one worker process.
     pub concurrency: usize,
     /// Queues to serve; empty serves every queue that has ever received a job.
+    #[serde(deserialize_with = "queue_list")]
     pub queues: Vec<String>,
     /// How long a running job's lease lasts without a heartbeat.
     pub lease_ms: u64,
@@ -108,6 +109,16 @@ pub struct TelemetrySettings {
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+/// `COURIER__SECTION__KEY` variables.
+fn environment() -> Environment {
+    Environment::with_prefix("COURIER")
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .with_list_parse_key("worker.queues")
+        .try_parsing(true)
 }
 
 const DEFAULTS: &str = r#"
@@ -163,14 +174,7 @@ impl Settings {
         if let Ok(path) = std::env::var("COURIER_CONFIG") {
             builder = builder.add_source(File::with_name(&path));
         }
-        builder = builder.add_source(
-            Environment::with_prefix("COURIER")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("worker.queues")
-                .try_parsing(true),
-        );
+        builder = builder.add_source(environment());
         if let Ok(url) = std::env::var("DATABASE_URL") {
             builder = builder.set_override("database.url", url)?;
         }
@@ -190,8 +194,75 @@ impl Settings {
     }
 }
 
+/// A comma-separated list from the environment: `COURIER__WORKER__QUEUES=` means none
+/// (not one empty name), and a name of digits alone stays a name.
+fn queue_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Name {
+        Text(String),
+        Number(u64),
+    }
+    let names = Vec::<Name>::deserialize(deserializer)?;
+    Ok(names
+        .into_iter()
+        .map(|n| match n {
+            Name::Text(t) => t.trim().to_owned(),
+            Name::Number(n) => n.to_string(),
+        })
+        .filter(|n| !n.is_empty())
+        .collect())
+}
+
 impl WorkerSettings {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let source: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::builder()
+            .add_source(File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(environment().source(Some(source)))
+            .build()?
+            .try_deserialize()
+    }
+
+    #[test]
+    fn environment_variables_override_defaults() {
+        let s = with_env(&[
+            ("COURIER__WORKER__CONCURRENCY", "1000"),
+            ("COURIER__TELEMETRY__FORMAT", "pretty"),
+        ])
+        .unwrap();
+        assert_eq!(s.worker.concurrency, 1000);
+        assert_eq!(s.telemetry.format, LogFormat::Pretty);
+        assert_eq!(s.worker.lease_ms, 15_000);
+    }
+
+    #[test]
+    fn queue_lists_drop_empty_names_and_keep_numeric_ones() {
+        assert!(
+            with_env(&[("COURIER__WORKER__QUEUES", "")])
+                .unwrap()
+                .worker
+                .queues
+                .is_empty()
+        );
+        let s = with_env(&[("COURIER__WORKER__QUEUES", "mail,123, reports")]).unwrap();
+        assert_eq!(s.worker.queues, ["mail", "123", "reports"]);
+    }
+
+    #[test]
+    fn defaults_load() {
+        assert_eq!(Settings::defaults().server.port, 8080);
     }
 }

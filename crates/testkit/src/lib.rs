@@ -1,1 +1,15 @@
-//! placeholder
+//! Test helpers. Every test gets its own PostgreSQL database, its own Redis key prefix
+//! and port-0 listeners, so tests run in parallel against the machine's real Redis and
+//! PostgreSQL. Targets are real HTTP servers on 127.0.0.1 that record what they receive.
+
+mod app;
+mod env;
+mod process;
+mod target;
+mod wait;
+
+pub use app::{TestApp, WorkerHandle};
+pub use env::TestEnv;
+pub use process::{ChildProcess, binary};
+pub use target::{Received, Reply, Target};
+pub use wait::wait_until;

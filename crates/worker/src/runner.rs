@@ -10,7 +10,10 @@ use std::{
 };
 
 use chrono::Utc;
-use courier_core::{QueueName, Settings, db, queue::RedisQueue};
+use courier_core::{
+    QueueName, Settings, db,
+    queue::{RedisQueue, Wake},
+};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -244,11 +247,7 @@ async fn fetch_loop(
         }
         let until_due = next_due.map(|due| (due - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         let wait = until_due.map_or(idle, |d| d.min(idle));
-        if current.is_empty() || wait.is_zero() {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(if current.is_empty() { QUEUE_REFRESH.min(idle) } else { Duration::from_millis(1) }) => {}
-            }
+        if wait.is_zero() {
             continue;
         }
         if blocking.is_none() {
@@ -268,8 +267,10 @@ async fn fetch_loop(
         };
         tokio::select! {
             () = stop.cancelled() => return,
-            woken = ctx.queue.wait_for_work(conn, &current, wait) => {
-                if let Err(e) = woken {
+            woken = ctx.queue.wait_for_work(conn, &current, wait) => match woken {
+                Ok(Wake::NewQueue) => last_refresh = None,
+                Ok(Wake::Work | Wake::TimedOut) => {}
+                Err(e) => {
                     tracing::warn!(error = %e, "waiting for work failed");
                     blocking = None;
                 }

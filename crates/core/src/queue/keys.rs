@@ -61,6 +61,11 @@ impl Keys {
         format!("{}:queues", self.prefix)
     }
 
+    /// Wake-up tokens pushed when a queue joins the set.
+    pub fn queues_signal(&self) -> String {
+        format!("{}:queues:signal", self.prefix)
+    }
+
     /// The pub/sub channel on which cancellations of running jobs are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}:cancel", self.prefix)

@@ -5,7 +5,11 @@
 mod keys;
 mod scripts;
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::{
@@ -84,6 +88,14 @@ pub struct Reaped {
     pub dead: bool,
 }
 
+/// Why [`RedisQueue::wait_for_work`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Work,
+    NewQueue,
+    TimedOut,
+}
+
 /// Where a cancelled job was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {
@@ -101,7 +113,13 @@ pub struct RedisQueue {
     pool: Pool,
     client: redis::Client,
     keys: Keys,
+    /// When this process last registered each queue in the queue set, so that
+    /// enqueueing costs one round trip and a wiped set is refilled within
+    /// [`REGISTER_EVERY`].
+    registered: Arc<Mutex<HashMap<QueueName, Instant>>>,
 }
+
+const REGISTER_EVERY: Duration = Duration::from_secs(10);
 
 impl RedisQueue {
     /// Builds the pool; connections are made on first use, so a process can start while
@@ -126,6 +144,7 @@ impl RedisQueue {
             pool,
             client: redis::Client::open(settings.url.as_str())?,
             keys: Keys::new(&settings.prefix),
+            registered: Arc::default(),
         })
     }
 
@@ -236,9 +255,38 @@ impl RedisQueue {
             }
             let n: usize = call.invoke_async(&mut conn).await?;
             added += n;
-            let _: () = conn.sadd(self.keys.queues(), queue.as_str()).await?;
+            self.register(&mut conn, queue).await?;
         }
         Ok(added)
+    }
+
+    /// Adds `queue` to the queue set (at most every [`REGISTER_EVERY`] per process); a
+    /// queue new to the set wakes idle workers so they start serving it at once.
+    async fn register(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        queue: &QueueName,
+    ) -> Result<(), QueueError> {
+        let fresh = |at: &Instant| at.elapsed() < REGISTER_EVERY;
+        if self
+            .registered
+            .lock()
+            .expect("lock poisoned")
+            .get(queue)
+            .is_some_and(fresh)
+        {
+            return Ok(());
+        }
+        let new: i64 = conn.sadd(self.keys.queues(), queue.as_str()).await?;
+        if new == 1 {
+            let _: i64 = conn.rpush(self.keys.queues_signal(), "1").await?;
+            let _: () = conn.ltrim(self.keys.queues_signal(), -32, -1).await?;
+        }
+        self.registered
+            .lock()
+            .expect("lock poisoned")
+            .insert(queue.clone(), Instant::now());
+        Ok(())
     }
 
     /// Every queue that has received a job.
@@ -302,8 +350,8 @@ impl RedisQueue {
         Ok(Fetched { jobs, next_due })
     }
 
-    /// Blocks until some queue of `queues` signals new work or `timeout` passes, on a
-    /// connection from [`Self::dedicated_connection`].
+    /// Blocks until some queue of `queues` signals new work, a new queue appears, or
+    /// `timeout` passes, on a connection from [`Self::dedicated_connection`].
     ///
     /// # Errors
     /// Redis unreachable.
@@ -312,15 +360,20 @@ impl RedisQueue {
         conn: &mut MultiplexedConnection,
         queues: &[QueueName],
         timeout: Duration,
-    ) -> Result<bool, QueueError> {
-        let keys: Vec<String> = queues.iter().map(|q| self.keys.queue(q).signal).collect();
+    ) -> Result<Wake, QueueError> {
+        let mut keys: Vec<String> = queues.iter().map(|q| self.keys.queue(q).signal).collect();
+        keys.push(self.keys.queues_signal());
         let secs = timeout.as_secs_f64().max(0.001);
         let popped: Option<(String, String)> = redis::cmd("BLPOP")
             .arg(&keys)
             .arg(secs)
             .query_async(conn)
             .await?;
-        Ok(popped.is_some())
+        Ok(match popped {
+            None => Wake::TimedOut,
+            Some((key, _)) if key == self.keys.queues_signal() => Wake::NewQueue,
+            Some(_) => Wake::Work,
+        })
     }
 
     /// Ends attempts. Returns, per attempt, whether it still held its lease; a `false`

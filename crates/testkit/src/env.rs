@@ -1,0 +1,91 @@
+//! One test's isolated world: a fresh database (migrated) and a unique Redis prefix.
+
+use courier_core::{Settings, db, settings::LogFormat};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A test's own database and Redis prefix, and settings pointing at them.
+pub struct TestEnv {
+    pub settings: Settings,
+    pub db: PgPool,
+    pub database_url: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The Redis the tests use unless a test starts its own.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+impl TestEnv {
+    /// Creates database `courier_test_<uuid>`, applies the migrations and picks the
+    /// Redis prefix `ct_<uuid>`.
+    pub async fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let name = format!("courier_test_{id}");
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("connect to TEST_DATABASE_URL");
+        // The name is built from a UUID above, never from input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        let database_url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("TEST_DATABASE_URL must end in /<database>"),
+        };
+        let mut settings = Settings::defaults();
+        settings.database.url = database_url.clone();
+        settings.database.max_connections = 8;
+        settings.redis.url = redis_url();
+        settings.redis.prefix = format!("ct_{id}");
+        settings.redis.pool_size = 8;
+        settings.server.host = "127.0.0.1".into();
+        settings.server.port = 0;
+        settings.server.shutdown_grace_ms = 5000;
+        settings.worker.idle_poll_ms = 500;
+        settings.telemetry.format = LogFormat::Pretty;
+        settings.telemetry.filter = "warn,courier=info".into();
+        let pool = db::connect_lazy(&settings.database).expect("database url");
+        db::migrate(&pool).await.expect("migrate test database");
+        Self {
+            settings,
+            db: pool,
+            database_url,
+        }
+    }
+
+    /// Environment variables that give a child process these settings.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".into(), self.settings.database.url.clone()),
+            ("REDIS_URL".into(), self.settings.redis.url.clone()),
+            (
+                "COURIER__REDIS__PREFIX".into(),
+                self.settings.redis.prefix.clone(),
+            ),
+            ("COURIER__SERVER__HOST".into(), "127.0.0.1".into()),
+            ("COURIER__TELEMETRY__FORMAT".into(), "json".into()),
+            (
+                "COURIER__WORKER__IDLE_POLL_MS".into(),
+                self.settings.worker.idle_poll_ms.to_string(),
+            ),
+        ]
+    }
+
+    /// Jobs in the database, by state name.
+    pub async fn count_jobs(&self, state: Option<&str>) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE $1::text IS NULL OR state::text = $1")
+            .bind(state)
+            .fetch_one(&self.db)
+            .await
+            .expect("count jobs")
+    }
+}

@@ -1,0 +1,198 @@
+//! Courier as real processes: `courier-api` and several `courier-worker`s started as
+//! child processes (what `docker compose up --scale worker=N` runs), with their logs read.
+
+use std::{collections::HashMap, time::Duration};
+
+use courier_testkit::{ChildProcess, Target, TestApp, TestEnv, wait_until};
+use serde_json::{Value, json};
+
+/// Starts a worker process and waits for its start-up line.
+async fn start_worker(env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
+    let mut vars = env.process_env();
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let worker = ChildProcess::spawn("courier-worker", &[], &vars);
+    wait_until("the worker to start", Duration::from_secs(20), || async {
+        worker
+            .output()
+            .contains("courier-worker started")
+            .then_some(())
+    })
+    .await;
+    worker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_worker_processes_drain_2000_jobs_each_called_exactly_once() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(start_worker(&env, &[]).await);
+    }
+
+    let mut ids = Vec::new();
+    for chunk in 0..2 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|i| json!({"target": {"url": target.url(&format!("/drain/{chunk}/{i}"))}}))
+            .collect();
+        let (status, body) = app.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
+        assert_eq!(status, 201, "{body}");
+        ids.extend(
+            body["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_str().unwrap().to_owned()),
+        );
+    }
+    wait_until("2000 jobs to succeed", Duration::from_secs(120), || async {
+        (env.count_jobs(Some("succeeded")).await == 2000).then_some(())
+    })
+    .await;
+
+    let mut calls: HashMap<String, usize> = HashMap::new();
+    for received in target.received() {
+        *calls
+            .entry(received.job_id().expect("X-Courier-Job-Id"))
+            .or_default() += 1;
+    }
+    assert_eq!(calls.len(), 2000, "every job was called");
+    assert!(calls.values().all(|n| *n == 1), "no job was called twice");
+    assert!(ids.iter().all(|id| calls.contains_key(id)));
+
+    let per_worker: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT worker, count(*) FROM job_executions GROUP BY worker ORDER BY worker",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        per_worker.iter().map(|(_, n)| n).sum::<i64>(),
+        2000,
+        "one execution record per job"
+    );
+    assert_eq!(
+        per_worker.len(),
+        3,
+        "all three workers took jobs: {per_worker:?}"
+    );
+
+    for mut worker in workers {
+        worker.signal("TERM").await;
+        let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+            .await
+            .expect("worker exits on SIGTERM");
+        assert!(
+            status.success(),
+            "worker exited with {status}: {}",
+            worker.output()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_authorization_value_appears_in_no_answer_record_or_log_line() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    target.script(
+        "/secret",
+        vec![
+            courier_testkit::Reply::status(500),
+            courier_testkit::Reply::status(200),
+        ],
+    );
+    let canary = format!("canary-{}", uuid::Uuid::new_v4().simple());
+    let mut vars = env.process_env();
+    vars.push(("COURIER__SERVER__PORT".into(), "0".into()));
+    vars.push(("COURIER__TELEMETRY__FILTER".into(), "trace".into()));
+    let api = ChildProcess::spawn("courier-api", &["serve"], &vars);
+    let port = wait_until("the api to listen", Duration::from_secs(20), || async {
+        api.output().lines().find_map(|line| {
+            let line: Value = serde_json::from_str(line).ok()?;
+            (line["message"] == "courier-api listening").then(|| line["port"].as_u64())?
+        })
+    })
+    .await;
+    let worker = start_worker(&env, &[("COURIER__TELEMETRY__FILTER", "trace")]).await;
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"target": {"url": target.url("/secret"), "headers": {
+            "Authorization": format!("Bearer {canary}"), "X-Api-Key": canary, "Cookie": format!("session={canary}")}},
+            "backoff": {"initial_ms": 10, "jitter": false}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut answers = created.to_string();
+    wait_until("the job to succeed", Duration::from_secs(20), || async {
+        let job: Value = client
+            .get(format!("{base}/v1/jobs/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (job["state"] == "succeeded").then_some(())
+    })
+    .await;
+    for path in [
+        format!("/v1/jobs/{id}"),
+        format!("/v1/jobs/{id}/executions"),
+        "/v1/jobs".into(),
+    ] {
+        answers.push_str(
+            &client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        answers.contains("[redacted]"),
+        "secret headers are shown redacted: {answers}"
+    );
+
+    let got = target.received_on("/secret");
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[1].header("authorization"),
+        Some(format!("Bearer {canary}")),
+        "the target gets the real value"
+    );
+
+    let records: Vec<String> =
+        sqlx::query_scalar("SELECT row_to_json(e)::text FROM job_executions e")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(
+        !answers.contains(&canary),
+        "an API answer leaked the secret"
+    );
+    assert!(
+        !records.concat().contains(&canary),
+        "an execution record leaked the secret"
+    );
+    assert!(!api.output().is_empty() && !worker.output().is_empty());
+    assert!(
+        !api.output().contains(&canary),
+        "the api log leaked the secret"
+    );
+    assert!(
+        !worker.output().contains(&canary),
+        "the worker log leaked the secret"
+    );
+}
