@@ -39,9 +39,10 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_queue_id ON jobs (queue, id DESC);
 CREATE INDEX jobs_state_id ON jobs (state, id DESC);
 CREATE INDEX jobs_labels ON jobs USING gin (labels jsonb_path_ops);
--- Queue depth counts live jobs per queue and state, terminal ones by finish time.
+-- Queue depth counts live jobs per queue and state, finished ones by finish time (which
+-- retention also deletes by).
 CREATE INDEX jobs_live ON jobs (queue, state, run_at) WHERE state IN ('scheduled', 'queued', 'running');
-CREATE INDEX jobs_finished ON jobs (queue, state, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_undispatched ON jobs (created_at) WHERE NOT dispatched;
 
 CREATE TABLE job_executions (

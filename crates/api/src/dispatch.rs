@@ -1,4 +1,7 @@
-//! Getting committed jobs into Redis. The request path dispatches at once; a job whose
+//! Background work of the API: getting committed jobs into Redis, and deleting finished
+//! jobs past their retention.
+//!
+//! Getting committed jobs into Redis: The request path dispatches at once; a job whose
 //! dispatch failed (Redis down, the API killed between commit and dispatch) stays
 //! marked undispatched in PostgreSQL and the dispatcher loop sends it later.
 
@@ -65,4 +68,39 @@ pub async fn dispatch_pending(state: &AppState) -> anyhow::Result<usize> {
     tx.commit().await?;
     tracing::info!(jobs = ids.len(), "dispatched jobs that had missed redis");
     Ok(ids.len())
+}
+
+/// Deletes finished jobs past their retention every `retention.sweep_interval_ms`, until
+/// `stop` is cancelled. Several API processes may sweep at once; they skip each other's rows.
+pub async fn run_retention(state: AppState, stop: CancellationToken) {
+    let interval = Duration::from_millis(state.settings.retention.sweep_interval_ms);
+    loop {
+        match sweep_expired(&state).await {
+            Ok(n) if n as i64 == BATCH => continue,
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "deleted finished jobs past their retention"),
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One batch of the retention sweep. Returns how many jobs were deleted.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn sweep_expired(state: &AppState) -> Result<u64, repo::RepoError> {
+    let retention = &state.settings.retention;
+    let now = Utc::now();
+    let hours = |h: u64| chrono::Duration::hours(i64::try_from(h).unwrap_or(i64::MAX / 3_600_000));
+    repo::delete_expired(
+        &state.db,
+        now - hours(retention.succeeded_hours),
+        now - hours(retention.dead_hours),
+        BATCH,
+    )
+    .await
 }

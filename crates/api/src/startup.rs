@@ -13,7 +13,11 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{dispatch::run_dispatcher, routes::api_router, state::AppState};
+use crate::{
+    dispatch::{run_dispatcher, run_retention},
+    routes::api_router,
+    state::AppState,
+};
 
 /// A built API, bound and ready to serve.
 pub struct Application {
@@ -68,6 +72,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let dispatcher = tokio::spawn(run_dispatcher(self.state.clone(), stop.clone()));
+        let retention = tokio::spawn(run_retention(self.state.clone(), stop.clone()));
         let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
         let stopping = stop.clone();
         let signal = async move {
@@ -85,6 +90,7 @@ impl Application {
         };
         stop.cancel();
         let _ = dispatcher.await;
+        let _ = retention.await;
         served
     }
 }

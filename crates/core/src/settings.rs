@@ -16,6 +16,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub jobs: JobLimits,
     pub worker: WorkerSettings,
+    pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -93,6 +94,18 @@ pub struct WorkerSettings {
     pub name: String,
 }
 
+/// How long finished jobs stay in PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Hours a succeeded job is kept after it finished.
+    pub succeeded_hours: u64,
+    /// Hours a dead or cancelled job is kept after it finished.
+    pub dead_hours: u64,
+    /// How often the API deletes what is past its time.
+    pub sweep_interval_ms: u64,
+}
+
 /// Log format and filter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +170,11 @@ idle_poll_ms = 1000
 history_batch = 1000
 history_buffer = 100_000
 name = ""
+
+[retention]
+succeeded_hours = 168
+dead_hours = 720
+sweep_interval_ms = 60_000
 
 [telemetry]
 format = "json"

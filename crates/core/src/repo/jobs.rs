@@ -364,3 +364,32 @@ pub async fn queue_depths(
     .await?;
     Ok(rows)
 }
+
+/// Deletes up to `limit` finished jobs (and their executions) past their retention:
+/// succeeded ones finished before `succeeded_before`, dead and cancelled ones before
+/// `dead_before`. Returns how many were deleted.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn delete_expired(
+    db: impl PgExecutor<'_>,
+    succeeded_before: DateTime<Utc>,
+    dead_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, RepoError> {
+    let done = sqlx::query!(
+        "DELETE FROM jobs WHERE id IN (
+             SELECT id FROM jobs
+             WHERE finished_at IS NOT NULL
+               AND finished_at < GREATEST($1::timestamptz, $2::timestamptz)
+               AND ((state = 'succeeded' AND finished_at < $1) OR (state IN ('dead', 'cancelled') AND finished_at < $2))
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED)",
+        succeeded_before,
+        dead_before,
+        limit
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
