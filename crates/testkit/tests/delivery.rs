@@ -362,3 +362,22 @@ async fn retrying_a_dead_job_runs_it_again_from_its_first_attempt() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_https_call_starts_a_tls_handshake_and_a_failed_one_is_a_connection_error() {
+    // One rustls crypto provider in the binary: a second one would panic here, at the
+    // first TLS connection. The target speaks plain HTTP, so the handshake fails.
+    let (env, target, app) = world().await;
+    let _worker = WorkerHandle::spawn(env.settings.clone()).await;
+    let url = target.url("/tls").replacen("http://", "https://", 1);
+    let id = app
+        .submit(json!({"target": {"url": url}, "max_attempts": 1}))
+        .await;
+    app.wait_for_state(&id, "dead", T).await;
+    let executions = app.wait_for_executions(&id, 1, T).await;
+    assert_eq!(executions[0]["outcome"], "connection_error");
+    assert!(
+        target.received_on("/tls").is_empty(),
+        "no HTTP request was made in the clear"
+    );
+}

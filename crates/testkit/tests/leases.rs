@@ -51,3 +51,44 @@ async fn a_job_whose_worker_vanished_is_reaped_and_run_again_and_the_late_result
     assert_eq!(late, [false]);
     assert_eq!(app.job(&id).await["state"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payload_the_worker_cannot_read_ends_that_job_dead_and_not_its_neighbours() {
+    use deadpool_redis::redis;
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let broken = app
+        .submit(json!({"target": {"url": target.url("/broken")}}))
+        .await;
+    let fine = app
+        .submit(json!({"target": {"url": target.url("/fine")}}))
+        .await;
+    // What an API of another version might have written.
+    let keys = courier_core::queue::Keys::new(&env.settings.redis.prefix)
+        .queue(&courier_core::QueueName::default());
+    let mut conn = redis::Client::open(env.settings.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg(&keys.jobs)
+        .arg(&broken)
+        .arg(r#"{"target": "from the future"}"#)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let _worker = WorkerHandle::spawn(env.settings.clone()).await;
+    app.wait_for_state(&fine, "succeeded", T).await;
+    let job = app.wait_for_state(&broken, "dead", T).await;
+    assert!(
+        job["last_outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("payload"),
+        "{job}"
+    );
+    assert!(target.received_on("/broken").is_empty());
+}

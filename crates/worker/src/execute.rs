@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     JobState,
     domain::JobSpec,
-    queue::{Completion, Leased, RedisQueue},
+    queue::{Completion, Leased, RedisQueue, Unreadable},
     repo::{ExecutionRecord, JobUpdate, Outcome, Started},
 };
 use tokio::sync::OwnedSemaphorePermit;
@@ -168,16 +168,9 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
                 let rec = record(verdict.outcome, !applied, verdict.status_code, verdict.error.clone(), excerpt);
                 ctx.history.send(Event::Record(rec)).await;
                 if applied {
-                    ctx.history
-                        .send(Event::Update(JobUpdate {
-                            id: job.id,
-                            token: job.token.0,
-                            attempts: job.attempt as i32,
-                            state: verdict.state,
-                            run_at: verdict.retry_at,
-                            last: Some((verdict.status_code.map(|c| c as i16), verdict.error, duration_ms)),
-                        }))
-                        .await;
+                    let last = (verdict.status_code.map(|c| c as i16), verdict.error, duration_ms);
+                    let update = attempt_ended(job.id, job.token, job.attempt, verdict.state, verdict.retry_at, last);
+                    ctx.history.send(update).await;
                 }
             }
         }
@@ -186,6 +179,65 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
     }
     .instrument(span)
     .await
+}
+
+/// Ends a job whose payload could not be read as dead, with the reason recorded: no
+/// attempt of it could ever run.
+pub async fn reject_unreadable(ctx: Arc<Context>, queue: courier_core::QueueName, job: Unreadable) {
+    tracing::error!(job.id = %job.id, %queue, error = job.error, "job payload unreadable; ending it dead");
+    let item = [(job.id, job.token, 0, Completion::Done)];
+    let applied = matches!(
+        ctx.queue.complete(&queue, &item).await.as_deref(),
+        Ok([true])
+    );
+    let now = Utc::now();
+    let error = format!("this worker cannot read the job's payload: {}", job.error);
+    ctx.history
+        .send(Event::Record(ExecutionRecord {
+            job_id: job.id,
+            attempt: job.attempt as i32,
+            token: job.token.0,
+            worker: ctx.worker.clone(),
+            outcome: Outcome::Failed,
+            stale: !applied,
+            status_code: None,
+            error: Some(error.clone()),
+            duration_ms: 0,
+            response_excerpt: None,
+            started_at: now,
+            finished_at: now,
+        }))
+        .await;
+    if applied {
+        let update = attempt_ended(
+            job.id,
+            job.token,
+            job.attempt,
+            JobState::Dead,
+            None,
+            (None, Some(error), 0),
+        );
+        ctx.history.send(update).await;
+    }
+}
+
+/// Where an attempt that held its lease to the end left the job.
+fn attempt_ended(
+    id: courier_core::JobId,
+    token: courier_core::queue::Token,
+    attempt: u32,
+    state: JobState,
+    run_at: Option<DateTime<Utc>>,
+    last: (Option<i16>, Option<String>, i32),
+) -> Event {
+    Event::Update(JobUpdate {
+        id,
+        token: token.0,
+        attempts: attempt as i32,
+        state,
+        run_at,
+        last: Some(last),
+    })
 }
 
 /// Ends the attempt in Redis, retrying while Redis is unreachable, but not past the

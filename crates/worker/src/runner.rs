@@ -51,11 +51,7 @@ impl Worker {
             settings.worker.history_buffer,
         );
         let worker = if settings.worker.name.is_empty() {
-            format!(
-                "{}-{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
-                std::process::id()
-            )
+            default_name()
         } else {
             settings.worker.name.clone()
         };
@@ -165,6 +161,18 @@ impl Worker {
     }
 }
 
+/// `host-pid`: unique per process, and under Compose the host is the container, so
+/// execution records tell the replicas apart.
+fn default_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
 /// Leases jobs while there is capacity; blocks on the wake-up lists when there is no
 /// work, for at most `idle_poll_ms` or until the next scheduled job falls due.
 async fn fetch_loop(
@@ -217,6 +225,9 @@ async fn fetch_loop(
                         (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
                         (a, b) => a.or(b),
                     };
+                    for job in found.unreadable {
+                        calls.spawn(execute::reject_unreadable(ctx.clone(), queue.clone(), job));
+                    }
                     for job in found.jobs {
                         let permit = held
                             .pop()

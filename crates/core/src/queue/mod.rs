@@ -65,8 +65,19 @@ pub struct Leased {
 #[derive(Debug, Default)]
 pub struct Fetched {
     pub jobs: Vec<Leased>,
+    /// Leased jobs whose payload could not be read; they cannot be run.
+    pub unreadable: Vec<Unreadable>,
     /// When the earliest scheduled job of the queue falls due.
     pub next_due: Option<DateTime<Utc>>,
+}
+
+/// A leased job whose payload this process cannot read.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub id: JobId,
+    pub token: Token,
+    pub attempt: u32,
+    pub error: String,
 }
 
 /// How an attempt ends, as far as Redis is concerned.
@@ -332,22 +343,35 @@ impl RedisQueue {
             .filter(|ms| *ms >= 0)
             .and_then(DateTime::from_timestamp_millis);
         let rest: Vec<String> = reply.collect();
-        let jobs = rest
-            .chunks_exact(4)
-            .map(|c| {
-                Ok(Leased {
-                    id: parse_id(&c[0])?,
+        let mut fetched = Fetched {
+            next_due,
+            ..Default::default()
+        };
+        for c in rest.chunks_exact(4) {
+            let id = parse_id(&c[0])?;
+            let token = parse_token(&c[1])?;
+            let attempt = c[2]
+                .parse()
+                .map_err(|_| QueueError::Corrupt(format!("attempt {:?}", c[2])))?;
+            // One payload this worker cannot read (a newer API, say) must not strand the
+            // other jobs leased in the same round trip.
+            match serde_json::from_str(&c[3]) {
+                Ok(spec) => fetched.jobs.push(Leased {
+                    id,
                     queue: queue.clone(),
-                    token: parse_token(&c[1])?,
-                    attempt: c[2]
-                        .parse()
-                        .map_err(|_| QueueError::Corrupt(format!("attempt {:?}", c[2])))?,
-                    spec: serde_json::from_str(&c[3])
-                        .map_err(|e| QueueError::Corrupt(format!("payload of {}: {e}", c[0])))?,
-                })
-            })
-            .collect::<Result<_, QueueError>>()?;
-        Ok(Fetched { jobs, next_due })
+                    token,
+                    attempt,
+                    spec,
+                }),
+                Err(e) => fetched.unreadable.push(Unreadable {
+                    id,
+                    token,
+                    attempt,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok(fetched)
     }
 
     /// Blocks until some queue of `queues` signals new work, a new queue appears, or
