@@ -13,11 +13,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{
-    dispatch::{run_dispatcher, run_retention},
-    routes::api_router,
-    state::AppState,
-};
+use crate::{routes::api_router, state::AppState};
 
 /// A built API, bound and ready to serve.
 pub struct Application {
@@ -71,8 +67,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let dispatcher = tokio::spawn(run_dispatcher(self.state.clone(), stop.clone()));
-        let retention = tokio::spawn(run_retention(self.state.clone(), stop.clone()));
+        let maintenance = self.state.maintenance();
+        let background = [
+            tokio::spawn(maintenance.clone().run_dispatcher(stop.clone())),
+            tokio::spawn(maintenance.clone().run_reconciler(stop.clone())),
+            tokio::spawn(maintenance.run_retention(stop.clone())),
+        ];
         let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
         let stopping = stop.clone();
         let signal = async move {
@@ -89,8 +89,9 @@ impl Application {
             }
         };
         stop.cancel();
-        let _ = dispatcher.await;
-        let _ = retention.await;
+        for task in background {
+            let _ = task.await;
+        }
         served
     }
 }

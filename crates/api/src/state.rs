@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use courier_core::{Settings, queue::RedisQueue};
+use courier_core::{Settings, maintenance::Maintenance, queue::RedisQueue};
 use sqlx::PgPool;
 
 /// Shared by all handlers; cheap to clone.
@@ -11,4 +11,15 @@ pub struct AppState {
     pub db: PgPool,
     pub queue: RedisQueue,
     pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Dispatch, reconciliation and retention over this state's connections.
+    pub fn maintenance(&self) -> Maintenance {
+        Maintenance {
+            db: self.db.clone(),
+            queue: self.queue.clone(),
+            settings: self.settings.clone(),
+        }
+    }
 }

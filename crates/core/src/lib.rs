@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod domain;
+pub mod maintenance;
 pub mod queue;
 pub mod repo;
 pub mod settings;

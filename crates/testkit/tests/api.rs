@@ -499,15 +499,12 @@ async fn finished_jobs_are_deleted_after_their_retention() {
             .await
             .unwrap();
     }
-    let state = courier_api::state::AppState {
+    let maintenance = courier_core::maintenance::Maintenance {
         db: env.db.clone(),
         queue: courier_core::queue::RedisQueue::new(&env.settings.redis).unwrap(),
         settings: std::sync::Arc::new(env.settings.clone()),
     };
-    assert_eq!(
-        courier_api::dispatch::sweep_expired(&state).await.unwrap(),
-        2
-    );
+    assert_eq!(maintenance.sweep_expired().await.unwrap(), 2);
     let left: Vec<String> = sqlx::query_scalar("SELECT id::text FROM jobs ORDER BY id")
         .fetch_all(&env.db)
         .await

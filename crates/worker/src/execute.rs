@@ -20,6 +20,9 @@ use crate::{
     inflight::{AbortReason, InFlight},
 };
 
+/// How long an attempt keeps trying to report its result to an unreachable Redis.
+const COMPLETE_PATIENCE: Duration = Duration::from_secs(300);
+
 /// What every attempt needs from its worker.
 pub struct Context {
     pub queue: RedisQueue,
@@ -240,10 +243,11 @@ fn attempt_ended(
     })
 }
 
-/// Ends the attempt in Redis, retrying while Redis is unreachable, but not past the
-/// lease: by then the reaper owns the job and this result is stale anyway.
+/// Ends the attempt in Redis, retrying while Redis is unreachable: while it is, nobody
+/// can reap the lease either, and once it is back the token decides. Gives up after
+/// [`COMPLETE_PATIENCE`] (the result is then recorded as stale and the job runs again).
 async fn complete(ctx: &Context, job: &Leased, completion: Completion) -> bool {
-    let give_up = std::time::Instant::now() + ctx.lease;
+    let give_up = std::time::Instant::now() + COMPLETE_PATIENCE.max(ctx.lease);
     let mut wait = Duration::from_millis(50);
     loop {
         let item = [(job.id, job.token, job.spec.priority.get(), completion)];

@@ -12,6 +12,7 @@ use std::{
 use chrono::Utc;
 use courier_core::{
     QueueName, Settings, db,
+    maintenance::Maintenance,
     queue::{RedisQueue, Wake},
 };
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -32,6 +33,7 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 /// A built worker.
 pub struct Worker {
     settings: Settings,
+    pool: sqlx::PgPool,
     ctx: Arc<Context>,
     history_task: tokio::task::JoinHandle<()>,
 }
@@ -46,7 +48,7 @@ impl Worker {
         queue.warn_on_unsafe_settings().await;
         let db = db::connect_lazy(&settings.database)?;
         let (history, history_task) = History::spawn(
-            db,
+            db.clone(),
             settings.worker.history_batch,
             settings.worker.history_buffer,
         );
@@ -65,6 +67,7 @@ impl Worker {
         });
         Ok(Self {
             settings,
+            pool: db,
             ctx,
             history_task,
         })
@@ -85,6 +88,7 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let Self {
             settings,
+            pool,
             ctx,
             history_task,
         } = self;
@@ -100,6 +104,15 @@ impl Worker {
         let mut side = JoinSet::new();
         side.spawn(leases::heartbeat(ctx.clone(), stop_side.clone()));
         side.spawn(leases::cancel_listener(ctx.clone(), stop_side.clone()));
+        // Workers keep PostgreSQL and Redis in step too, so that happens while any
+        // Courier process runs (an API need not be up).
+        let maintenance = Maintenance {
+            db: pool,
+            queue: ctx.queue.clone(),
+            settings: Arc::new(settings.clone()),
+        };
+        side.spawn(maintenance.clone().run_dispatcher(stop_side.clone()));
+        side.spawn(maintenance.run_reconciler(stop_side.clone()));
         let reaper_queues = queues.clone();
         side.spawn(leases::reaper(
             ctx.clone(),
@@ -205,7 +218,15 @@ async fn fetch_loop(
         if discover && last_refresh.is_none_or(|at| at.elapsed() >= QUEUE_REFRESH) {
             match ctx.queue.known_queues().await {
                 Ok(known) => {
-                    *queues.lock().expect("lock poisoned") = known;
+                    // Only ever add: a queue set that Redis lost must not make a worker
+                    // stop serving the queues it knows.
+                    let mut current = queues.lock().expect("lock poisoned");
+                    for queue in known {
+                        if !current.contains(&queue) {
+                            current.push(queue);
+                        }
+                    }
+                    drop(current);
                     last_refresh = Some(Instant::now());
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list queues"),

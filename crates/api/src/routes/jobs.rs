@@ -16,7 +16,6 @@ use courier_core::{
 use sha2::{Digest, Sha256};
 
 use crate::{
-    dispatch::dispatch_now,
     error::{ApiError, Problem},
     extract::{ApiJson, JobIdPath},
     state::AppState,
@@ -70,7 +69,10 @@ pub async fn create_job(
         return replay(&state, &idempotency).await;
     }
     let row = JobRow::from_new(&job, now);
-    dispatch_now(&state, &row.to_dispatch().into_iter().collect::<Vec<_>>()).await;
+    state
+        .maintenance()
+        .dispatch_now(&row.to_dispatch().into_iter().collect::<Vec<_>>())
+        .await;
     let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id))
         .expect("a uuid path is a valid header");
     Ok((
@@ -162,7 +164,7 @@ pub async fn create_batch(
         .iter()
         .filter_map(|j| JobRow::from_new(j, now).to_dispatch())
         .collect();
-    dispatch_now(&state, &dispatches).await;
+    state.maintenance().dispatch_now(&dispatches).await;
     let ids = jobs.iter().map(|j| j.id.as_uuid()).collect();
     Ok((StatusCode::CREATED, Json(BatchAccepted { ids })).into_response())
 }
@@ -352,6 +354,9 @@ pub async fn retry_job(
     repo::reset_for_retry(&mut *tx, id).await?;
     tx.commit().await?;
     let row = find(&state, id).await?;
-    dispatch_now(&state, &row.to_dispatch().into_iter().collect::<Vec<_>>()).await;
+    state
+        .maintenance()
+        .dispatch_now(&row.to_dispatch().into_iter().collect::<Vec<_>>())
+        .await;
     Ok(Json(JobView::new(&row, Utc::now())))
 }

@@ -66,6 +66,18 @@ impl Keys {
         format!("{}:queues:signal", self.prefix)
     }
 
+    /// Holds the Redis `run_id` under which PostgreSQL and Redis were last reconciled. A
+    /// wiped Redis has no marker and a restarted one a different `run_id`: either means
+    /// Redis may have lost jobs.
+    pub fn marker(&self) -> String {
+        format!("{}:reconciled", self.prefix)
+    }
+
+    /// A short lock so that one process at a time reconciles.
+    pub fn reconcile_lock(&self) -> String {
+        format!("{}:reconcile-lock", self.prefix)
+    }
+
     /// The pub/sub channel on which cancellations of running jobs are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}:cancel", self.prefix)

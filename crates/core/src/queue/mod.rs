@@ -99,6 +99,28 @@ pub struct Reaped {
     pub dead: bool,
 }
 
+/// Where [`RedisQueue::scan_ids`] is in a queue's sorted sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanCursor {
+    set: usize,
+    position: u64,
+}
+
+impl ScanCursor {
+    pub const START: Self = Self {
+        set: 0,
+        position: 0,
+    };
+    const DONE: Self = Self {
+        set: usize::MAX,
+        position: 0,
+    };
+
+    pub fn is_done(self) -> bool {
+        self == Self::DONE
+    }
+}
+
 /// Why [`RedisQueue::wait_for_work`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
@@ -508,6 +530,142 @@ impl RedisQueue {
         }
         let applied: Vec<i64> = call.invoke_async(&mut self.conn().await?).await?;
         Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    /// Which of `ids` Redis holds, in order.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn present(&self, queue: &QueueName, ids: &[JobId]) -> Result<Vec<bool>, QueueError> {
+        let k = self.keys.queue(queue);
+        let mut call = SCRIPTS.present.prepare_invoke();
+        call.key(&k.jobs);
+        for id in ids {
+            call.arg(id.to_string());
+        }
+        let found: Vec<i64> = call.invoke_async(&mut self.conn().await?).await?;
+        Ok(found.into_iter().map(|f| f == 1).collect())
+    }
+
+    /// One page of the job ids in a queue's sorted sets (queued, scheduled and running),
+    /// for `ZSCAN`-style iteration: pass the returned cursor back until it is 0. `set` is
+    /// 0, 1 or 2 for queued, scheduled, running; the cursor moves through all three.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn scan_ids(
+        &self,
+        queue: &QueueName,
+        cursor: ScanCursor,
+    ) -> Result<(ScanCursor, Vec<JobId>), QueueError> {
+        let k = self.keys.queue(queue);
+        let sets = [&k.queued, &k.scheduled, &k.running];
+        let Some(key) = sets.get(cursor.set) else {
+            return Ok((ScanCursor::DONE, vec![]));
+        };
+        let (next, members): (u64, Vec<String>) = redis::cmd("ZSCAN")
+            .arg(*key)
+            .arg(cursor.position)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        // ZSCAN answers member, score, member, score...
+        let ids = members
+            .iter()
+            .step_by(2)
+            .filter_map(|m| JobId::parse(m).ok())
+            .collect();
+        let next = if next == 0 {
+            ScanCursor {
+                set: cursor.set + 1,
+                position: 0,
+            }
+        } else {
+            ScanCursor {
+                set: cursor.set,
+                position: next,
+            }
+        };
+        Ok((
+            if next.set >= sets.len() {
+                ScanCursor::DONE
+            } else {
+                next
+            },
+            ids,
+        ))
+    }
+
+    /// The Redis server's `run_id`, which changes whenever Redis restarts.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn run_id(&self) -> Result<String, QueueError> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn().await?)
+            .await?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| QueueError::Corrupt("INFO server has no run_id".into()))
+    }
+
+    /// The `run_id` recorded by the last reconciliation, if Redis still has it.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn marker(&self) -> Result<Option<String>, QueueError> {
+        Ok(self.conn().await?.get(self.keys.marker()).await?)
+    }
+
+    /// Records that PostgreSQL and Redis were reconciled under `run_id`.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn set_marker(&self, run_id: &str) -> Result<(), QueueError> {
+        let _: () = self.conn().await?.set(self.keys.marker(), run_id).await?;
+        Ok(())
+    }
+
+    /// Takes the reconcile lock for `ttl` if nobody holds it; returns the token to unlock with.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn try_lock_reconcile(&self, ttl: Duration) -> Result<Option<String>, QueueError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.keys.reconcile_lock())
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(taken.map(|_| token))
+    }
+
+    /// Releases the reconcile lock if `token` still holds it.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn unlock_reconcile(&self, token: &str) -> Result<(), QueueError> {
+        let release = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        let _: i64 = release
+            .key(self.keys.reconcile_lock())
+            .arg(token)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets which queues this process registered, so the next enqueue registers
+    /// them again (after Redis lost its queue set).
+    pub fn forget_registrations(&self) {
+        self.registered.lock().expect("lock poisoned").clear();
     }
 
     /// Removes a job from its queue; a running one is announced on the cancel channel.

@@ -13,6 +13,7 @@ pub(crate) struct Scripts {
     pub reap: Script,
     pub requeue: Script,
     pub cancel: Script,
+    pub present: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -23,4 +24,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reap: Script::new(include_str!("../../lua/reap.lua")),
     requeue: Script::new(include_str!("../../lua/requeue.lua")),
     cancel: Script::new(include_str!("../../lua/cancel.lua")),
+    present: Script::new(include_str!("../../lua/present.lua")),
 });

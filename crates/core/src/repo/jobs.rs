@@ -393,3 +393,76 @@ pub async fn delete_expired(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Live jobs (scheduled, queued, running) after `after`, by id, for reconciling with Redis.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn live_jobs_page(
+    db: impl PgExecutor<'_>,
+    after: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<JobRow>, RepoError> {
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
+                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
+                  last_duration_ms, created_at, updated_at, finished_at
+           FROM jobs
+           WHERE state IN ('scheduled', 'queued', 'running') AND dispatched AND ($1::uuid IS NULL OR id > $1)
+           ORDER BY id
+           LIMIT $2"#,
+        after.map(|id| id.as_uuid()),
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// Of `ids`, those that are live in PostgreSQL; absent and finished jobs are left out.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn live_among(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<JobId>, RepoError> {
+    let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
+    let live = sqlx::query_scalar!(
+        r#"SELECT id AS "id: JobId" FROM jobs WHERE id = ANY($1) AND state IN ('scheduled', 'queued', 'running')"#,
+        &ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(live)
+}
+
+/// Names of the queues that have live jobs.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn live_queues(db: impl PgExecutor<'_>) -> Result<Vec<String>, RepoError> {
+    let names = sqlx::query_scalar!(
+        r#"SELECT DISTINCT queue AS "queue!" FROM jobs WHERE state IN ('scheduled', 'queued', 'running')"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(names)
+}
+
+/// The jobs among `ids` that exist.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn get_jobs(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<JobRow>, RepoError> {
+    let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
+                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
+                  last_duration_ms, created_at, updated_at, finished_at
+           FROM jobs WHERE id = ANY($1)"#,
+        &ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}

@@ -1,0 +1,310 @@
+//! Background work that keeps PostgreSQL (the system of record) and Redis (dispatch) in
+//! step. The API and every worker run it, so it goes on while any Courier process is up:
+//!
+//! - the dispatcher sends jobs whose dispatch failed (Redis down, a process killed
+//!   between commit and dispatch);
+//! - the reconciler notices that Redis lost data (a wipe removes the marker key, a
+//!   restart changes Redis's `run_id`; AOF `everysec` can lose the last second) and then,
+//!   once, re-dispatches every live job Redis no longer has and drops jobs Redis still
+//!   holds that PostgreSQL has finished;
+//! - the retention sweep deletes finished jobs past their time (API only).
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    QueueName, Settings,
+    queue::{Dispatch, QueueError, RedisQueue, ScanCursor},
+    repo::{self, RepoError},
+};
+
+/// Jobs younger than this are left to the request that created them.
+const DISPATCH_GRACE: Duration = Duration::from_secs(2);
+const BATCH: i64 = 500;
+/// How often Redis is checked for data loss: a lost job is back within a few seconds.
+const RECONCILE_CHECK: Duration = Duration::from_secs(1);
+const RECONCILE_LOCK: Duration = Duration::from_secs(120);
+/// Far longer than a worker's history batch takes to land in PostgreSQL.
+const RECONCILE_SETTLE: Duration = Duration::from_secs(2);
+
+/// A failure of one maintenance pass.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What a reconciliation changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Live jobs Redis had lost, dispatched again.
+    pub redispatched: usize,
+    /// Jobs Redis still held that PostgreSQL has finished (or deleted), removed.
+    pub removed: usize,
+}
+
+/// The maintenance loops of one process.
+#[derive(Clone)]
+pub struct Maintenance {
+    pub db: PgPool,
+    pub queue: RedisQueue,
+    pub settings: Arc<Settings>,
+}
+
+impl Maintenance {
+    /// Sends jobs to Redis and marks them dispatched. Failure is logged, not returned: the
+    /// jobs are safe in PostgreSQL and the dispatcher will retry them.
+    pub async fn dispatch_now(&self, jobs: &[Dispatch]) {
+        if jobs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.queue.enqueue(jobs).await {
+            tracing::warn!(error = %e, jobs = jobs.len(), "dispatch to redis failed; the dispatcher will retry");
+            return;
+        }
+        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+        if let Err(e) = repo::mark_dispatched(&self.db, &ids).await {
+            tracing::warn!(error = %e, "marking jobs dispatched failed; they may be dispatched again");
+        }
+    }
+
+    /// One dispatcher pass: locks a batch of undispatched jobs, sends them, marks them.
+    /// Returns how many were sent.
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn dispatch_pending(&self) -> Result<usize, MaintenanceError> {
+        let mut tx = self.db.begin().await?;
+        let before =
+            Utc::now() - chrono::Duration::from_std(DISPATCH_GRACE).expect("a small duration");
+        let rows = repo::lock_undispatched(&mut *tx, before, BATCH).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let jobs: Vec<Dispatch> = rows.iter().filter_map(|r| r.to_dispatch()).collect();
+        self.queue.enqueue(&jobs).await?;
+        let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
+        repo::mark_dispatched(&mut *tx, &ids).await?;
+        tx.commit().await?;
+        tracing::info!(jobs = ids.len(), "dispatched jobs that had missed redis");
+        Ok(ids.len())
+    }
+
+    /// Runs the dispatcher until `stop`.
+    pub async fn run_dispatcher(self, stop: CancellationToken) {
+        let interval = Duration::from_millis(self.settings.server.dispatch_interval_ms);
+        repeat(
+            &stop,
+            interval,
+            || async {
+                let n = self.dispatch_pending().await?;
+                Ok(n as i64 == BATCH)
+            },
+            "dispatcher pass",
+        )
+        .await;
+    }
+
+    /// Reconciles when Redis shows signs of lost data; returns what changed, or `None` when
+    /// Redis is intact (or another process holds the reconcile lock).
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn check_redis(&self) -> Result<Option<Reconciled>, MaintenanceError> {
+        let run_id = self.queue.run_id().await?;
+        if self.queue.marker().await?.as_deref() == Some(run_id.as_str()) {
+            return Ok(None);
+        }
+        let Some(lock) = self.queue.try_lock_reconcile(RECONCILE_LOCK).await? else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            run_id,
+            "redis restarted or lost its data; reconciling it with postgresql"
+        );
+        let result = self.reconcile().await;
+        if result.is_ok() {
+            // Only a finished reconciliation clears the alarm; a failed one is redone.
+            self.queue.set_marker(&run_id).await?;
+        }
+        self.queue.unlock_reconcile(&lock).await?;
+        let done = result?;
+        tracing::warn!(
+            redispatched = done.redispatched,
+            removed = done.removed,
+            "reconciled redis with postgresql"
+        );
+        Ok(Some(done))
+    }
+
+    /// Re-dispatches every live job Redis lacks and removes every job Redis holds that
+    /// is not live in PostgreSQL.
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn reconcile(&self) -> Result<Reconciled, MaintenanceError> {
+        let mut done = Reconciled::default();
+        self.queue.forget_registrations();
+        let mut candidates = Vec::new();
+        let mut after = None;
+        loop {
+            let page = repo::live_jobs_page(&self.db, after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            candidates.extend(self.missing_from_redis(page).await?);
+        }
+        if !candidates.is_empty() {
+            // A job that just ended in Redis is still live in PostgreSQL until its worker's
+            // history batch lands: only jobs still missing, and unchanged, after the settle
+            // time were really lost.
+            tokio::time::sleep(RECONCILE_SETTLE).await;
+            let seen: std::collections::HashMap<_, _> =
+                candidates.iter().map(|r| (r.id, r.updated_at)).collect();
+            let ids: Vec<_> = seen.keys().copied().collect();
+            let again = repo::get_jobs(&self.db, &ids)
+                .await?
+                .into_iter()
+                .filter(|r| !r.state.is_terminal() && seen.get(&r.id) == Some(&r.updated_at))
+                .collect();
+            let lost: Vec<Dispatch> = self
+                .missing_from_redis(again)
+                .await?
+                .iter()
+                .filter_map(|row| {
+                    let mut job = row.to_dispatch()?;
+                    // Redis losing a job is Courier's fault, not the target's: a job lost
+                    // while running gets that attempt back rather than dying of it.
+                    job.attempts = job.attempts.min(job.spec.max_attempts.saturating_sub(1));
+                    Some(job)
+                })
+                .collect();
+            done.redispatched = self.queue.enqueue(&lost).await?;
+        }
+        let mut queues: Vec<QueueName> = self.queue.known_queues().await?;
+        for name in repo::live_queues(&self.db).await? {
+            if let Ok(queue) = QueueName::parse(&name)
+                && !queues.contains(&queue)
+            {
+                queues.push(queue);
+            }
+        }
+        for queue in queues {
+            let mut cursor = ScanCursor::START;
+            while !cursor.is_done() {
+                let (next, ids) = self.queue.scan_ids(&queue, cursor).await?;
+                cursor = next;
+                if ids.is_empty() {
+                    continue;
+                }
+                let live = repo::live_among(&self.db, &ids).await?;
+                for id in ids.into_iter().filter(|id| !live.contains(id)) {
+                    self.queue.cancel(&queue, id).await?;
+                    done.removed += 1;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// The rows whose job Redis does not hold.
+    async fn missing_from_redis(
+        &self,
+        rows: Vec<repo::JobRow>,
+    ) -> Result<Vec<repo::JobRow>, MaintenanceError> {
+        let mut by_queue: std::collections::BTreeMap<String, Vec<repo::JobRow>> =
+            Default::default();
+        for row in rows {
+            by_queue.entry(row.queue.clone()).or_default().push(row);
+        }
+        let mut missing = Vec::new();
+        for (queue, rows) in by_queue {
+            let queue = QueueName::parse(&queue).expect("stored queue names are valid");
+            let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
+            let present = self.queue.present(&queue, &ids).await?;
+            missing.extend(
+                rows.into_iter()
+                    .zip(present)
+                    .filter(|(_, here)| !here)
+                    .map(|(row, _)| row),
+            );
+        }
+        Ok(missing)
+    }
+
+    /// Runs the Redis-loss check until `stop`.
+    pub async fn run_reconciler(self, stop: CancellationToken) {
+        repeat(
+            &stop,
+            RECONCILE_CHECK,
+            || async {
+                self.check_redis().await?;
+                Ok(false)
+            },
+            "redis reconciliation",
+        )
+        .await;
+    }
+
+    /// One batch of the retention sweep. Returns how many jobs were deleted.
+    ///
+    /// # Errors
+    /// PostgreSQL unreachable.
+    pub async fn sweep_expired(&self) -> Result<u64, RepoError> {
+        let retention = &self.settings.retention;
+        let now = Utc::now();
+        let hours =
+            |h: u64| chrono::Duration::hours(i64::try_from(h).unwrap_or(i64::MAX / 3_600_000));
+        repo::delete_expired(
+            &self.db,
+            now - hours(retention.succeeded_hours),
+            now - hours(retention.dead_hours),
+            BATCH,
+        )
+        .await
+    }
+
+    /// Runs the retention sweep until `stop`.
+    pub async fn run_retention(self, stop: CancellationToken) {
+        let interval = Duration::from_millis(self.settings.retention.sweep_interval_ms);
+        repeat(
+            &stop,
+            interval,
+            || async {
+                let n = self.sweep_expired().await?;
+                if n > 0 {
+                    tracing::info!(jobs = n, "deleted finished jobs past their retention");
+                }
+                Ok(n as i64 == BATCH)
+            },
+            "retention sweep",
+        )
+        .await;
+    }
+}
+
+/// Runs `pass` every `interval` until `stop`; a pass that returns `true` (more to do)
+/// runs again at once. Failures are logged and retried on the next tick.
+async fn repeat<F, Fut>(stop: &CancellationToken, interval: Duration, mut pass: F, what: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, MaintenanceError>>,
+{
+    loop {
+        match pass().await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
