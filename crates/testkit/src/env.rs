@@ -25,9 +25,15 @@ impl TestEnv {
     /// Creates database `courier_test_<uuid>`, applies the migrations and picks the
     /// Redis prefix `ct_<uuid>`.
     pub async fn new() -> Self {
+        Self::on(&admin_url(), &redis_url()).await
+    }
+
+    /// Like [`Self::new`], on the PostgreSQL reached through `admin` (a URL ending in a
+    /// database to connect to for `CREATE DATABASE`) and the Redis at `redis`.
+    pub async fn on(admin: &str, redis: &str) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let name = format!("courier_test_{id}");
-        let admin = admin_url();
+        let admin = admin.to_owned();
         let mut conn = PgConnection::connect(&admin)
             .await
             .expect("connect to TEST_DATABASE_URL");
@@ -44,7 +50,7 @@ impl TestEnv {
         let mut settings = Settings::defaults();
         settings.database.url = database_url.clone();
         settings.database.max_connections = 8;
-        settings.redis.url = redis_url();
+        settings.redis.url = redis.to_owned();
         settings.redis.prefix = format!("ct_{id}");
         settings.redis.pool_size = 8;
         settings.server.host = "127.0.0.1".into();

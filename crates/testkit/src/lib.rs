@@ -4,12 +4,15 @@
 
 mod app;
 mod env;
+pub use env::redis_url;
 mod process;
+mod servers;
 mod target;
 mod wait;
 
 pub use app::{TestApp, WorkerHandle};
 pub use env::TestEnv;
 pub use process::{ChildProcess, binary};
+pub use servers::{PgCluster, RedisServer, free_port};
 pub use target::{Received, Reply, Target};
 pub use wait::wait_until;

@@ -1,0 +1,288 @@
+//! Servers a test owns, so it can do real faults to them without touching other tests:
+//! a `redis-server` on its own port and directory, and a PostgreSQL cluster of its own.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use tokio::process::{Child, Command};
+
+use crate::wait::wait_until;
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("courier-{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A `redis-server` of the test's own; killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts Redis with AOF (`appendfsync everysec`) when `aof`, plus `extra` arguments.
+    pub async fn start(aof: bool, extra: &[&str]) -> Self {
+        let port = free_port();
+        let dir = scratch_dir("redis");
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            if aof { "yes" } else { "no" }.into(),
+            "--appendfsync".into(),
+            "everysec".into(),
+            "--maxmemory-policy".into(),
+            "noeviction".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut server = Self {
+            port,
+            dir,
+            args,
+            child: None,
+        };
+        server.launch().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log");
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server (is it installed?)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("redis to answer", Duration::from_secs(20), || async move {
+            let client =
+                deadpool_redis::redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let pong: String = deadpool_redis::redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            (pong == "PONG").then_some(())
+        })
+        .await;
+    }
+
+    /// `kill -9`: no shutdown, no final AOF flush.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().expect("kill redis");
+            child.wait().await.expect("reap redis");
+        }
+    }
+
+    /// Starts it again on the same port and directory (so it reloads its AOF).
+    pub async fn restart(&mut self) {
+        self.kill9().await;
+        self.launch().await;
+    }
+
+    /// Sends a command (`FLUSHALL`, `CONFIG GET ...`) and returns the answer.
+    pub async fn command(&self, args: &[&str]) -> deadpool_redis::redis::Value {
+        let client = deadpool_redis::redis::Client::open(self.url()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis");
+        let mut cmd = deadpool_redis::redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut conn).await.expect("redis command")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL cluster of the test's own (initdb in a scratch directory, trust auth,
+/// no fsync), which the test can stop and start. Stopped and removed when dropped.
+pub struct PgCluster {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn pg_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
+async fn run_pg(bin: &Path, tool: &str, args: &[String]) {
+    let program = bin.join(tool);
+    let status = if is_root() {
+        Command::new("runuser")
+            .arg("-u")
+            .arg("postgres")
+            .arg("--")
+            .arg(&program)
+            .args(args)
+            .status()
+            .await
+    } else {
+        Command::new(&program).args(args).status().await
+    }
+    .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    assert!(status.success(), "{tool} {args:?} failed: {status}");
+}
+
+impl PgCluster {
+    pub async fn start() -> Self {
+        let bin = pg_bin();
+        let dir = scratch_dir("pg");
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&dir)
+                .status()
+                .await
+                .expect("chown");
+            assert!(status.success());
+        }
+        let data = dir.join("data").display().to_string();
+        run_pg(
+            &bin,
+            "initdb",
+            &[
+                "-D".into(),
+                data,
+                "-A".into(),
+                "trust".into(),
+                "-U".into(),
+                "postgres".into(),
+                "-N".into(),
+            ],
+        )
+        .await;
+        let cluster = Self {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        cluster.start_again().await;
+        cluster
+    }
+
+    /// The URL of database `name` on this cluster.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// Starts the (stopped) cluster.
+    pub async fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("pg.log").display().to_string();
+        run_pg(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D".into(),
+                self.data(),
+                "-o".into(),
+                options,
+                "-l".into(),
+                log,
+                "-w".into(),
+                "start".into(),
+            ],
+        )
+        .await;
+    }
+
+    /// Stops the cluster ("fast": connections are cut, as in a crash of the service).
+    pub async fn stop(&self) {
+        run_pg(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D".into(),
+                self.data(),
+                "-m".into(),
+                "fast".into(),
+                "-w".into(),
+                "stop".into(),
+            ],
+        )
+        .await;
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl");
+        let args = ["-D", &self.data(), "-m", "immediate", "stop"];
+        let _ = if is_root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&program).args(args).output()
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,507 @@
+//! SPEC 5's guarantees, proved by doing the faults to real processes: workers killed
+//! with SIGKILL, paused with SIGSTOP, stopped with SIGTERM; a Redis of the test's own
+//! killed, restarted from its AOF and wiped; a PostgreSQL cluster of the test's own
+//! stopped. Each test counts what was lost (nothing) and what ran twice.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use courier_testkit::{
+    ChildProcess, PgCluster, RedisServer, Reply, Target, TestApp, TestEnv, WorkerHandle, wait_until,
+};
+use serde_json::{Value, json};
+
+/// Submits `n` jobs calling `url` in batches; returns their ids.
+async fn submit_many(app: &TestApp, n: usize, job: impl Fn(usize) -> Value) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for start in (0..n).step_by(1000) {
+        let jobs: Vec<Value> = (start..n.min(start + 1000)).map(&job).collect();
+        let (status, body) = app.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
+        assert_eq!(status, 201, "{body}");
+        ids.extend(
+            body["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_str().unwrap().to_owned()),
+        );
+    }
+    ids
+}
+
+/// Waits until every job in `ids` is in a terminal state; returns the states by id.
+async fn wait_all_terminal(
+    env: &TestEnv,
+    ids: &[String],
+    timeout: Duration,
+) -> HashMap<String, String> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.parse().unwrap()).collect();
+    wait_until(&format!("{} jobs to end", ids.len()), timeout, || async {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id::text, state::text FROM jobs WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&env.db)
+                .await
+                .ok()?;
+        let done = rows
+            .iter()
+            .all(|(_, s)| matches!(s.as_str(), "succeeded" | "dead" | "cancelled"));
+        (rows.len() == ids.len() && done).then(|| rows.into_iter().collect())
+    })
+    .await
+}
+
+fn worker_env(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars = env.process_env();
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    vars
+}
+
+async fn start_worker(env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
+    let worker = ChildProcess::spawn("courier-worker", &[], &worker_env(env, extra));
+    wait_until("the worker to start", Duration::from_secs(20), || async {
+        worker
+            .output()
+            .contains("courier-worker started")
+            .then_some(())
+    })
+    .await;
+    worker
+}
+
+async fn executions(env: &TestEnv) -> Vec<(String, String, bool)> {
+    sqlx::query_as("SELECT job_id::text, outcome, stale FROM job_executions ORDER BY started_at")
+        .fetch_all(&env.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_jobs_of_a_killed_worker_run_again_within_the_lease() {
+    const LEASE_MS: u64 = 5000;
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    let mut replies = vec![Reply::status(200).after(Duration::from_secs(120)); 50];
+    replies.push(Reply::status(200));
+    target.script("/long", replies);
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let lease = LEASE_MS.to_string();
+    let mut doomed = start_worker(&env, &[("COURIER__WORKER__LEASE_MS", &lease)]).await;
+    let ids = submit_many(
+        &app,
+        50,
+        |_| json!({"target": {"url": target.url("/long")}, "timeout_ms": 300_000}),
+    )
+    .await;
+    wait_until("50 calls in flight", Duration::from_secs(20), || async {
+        (target.count() == 50).then_some(())
+    })
+    .await;
+
+    doomed.signal("KILL").await;
+    doomed.wait().await;
+    let killed = Instant::now();
+    let _rescuer = start_worker(&env, &[("COURIER__WORKER__LEASE_MS", &lease)]).await;
+    let states = wait_all_terminal(&env, &ids, Duration::from_secs(60)).await;
+    assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
+
+    let calls = target.received_on("/long");
+    assert_eq!(calls.len(), 100, "each job: the killed call and one more");
+    let slowest = calls[50..]
+        .iter()
+        .map(|c| c.at.duration_since(killed))
+        .max()
+        .unwrap();
+    assert!(
+        slowest <= Duration::from_millis(LEASE_MS) + Duration::from_secs(5),
+        "restarted after {slowest:?}"
+    );
+    let records = executions(&env).await;
+    assert_eq!(
+        records
+            .iter()
+            .filter(|(_, o, _)| o == "lease_expired")
+            .count(),
+        50
+    );
+    assert_eq!(
+        records.iter().filter(|(_, o, _)| o == "succeeded").count(),
+        50
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_worker_that_lost_its_lease_cannot_complete_the_job() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    target.script(
+        "/stall",
+        vec![
+            Reply::status(200).after(Duration::from_secs(3)),
+            Reply::status(200),
+        ],
+    );
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let lease = [("COURIER__WORKER__LEASE_MS", "1500")];
+    let paused = start_worker(&env, &lease).await;
+    let id = app
+        .submit(json!({"target": {"url": target.url("/stall")}, "max_attempts": 3}))
+        .await;
+    wait_until("the first call", Duration::from_secs(20), || async {
+        (target.count() == 1).then_some(())
+    })
+    .await;
+    paused.signal("STOP").await;
+
+    let mut settings = env.settings.clone();
+    settings.worker.lease_ms = 1500;
+    let rescuer = WorkerHandle::spawn(settings).await;
+    let job = app
+        .wait_for_state(&id, "succeeded", Duration::from_secs(30))
+        .await;
+    rescuer.stop().await;
+    assert_eq!(job["attempts"], 2);
+
+    paused.signal("CONT").await;
+    let records = wait_until(
+        "the paused attempt's late record",
+        Duration::from_secs(30),
+        || async {
+            let records = executions(&env).await;
+            records
+                .iter()
+                .any(|(_, _, stale)| *stale)
+                .then_some(records)
+        },
+    )
+    .await;
+    let outcomes: Vec<_> = records.iter().map(|(_, o, s)| (o.as_str(), *s)).collect();
+    assert!(
+        outcomes.contains(&("lease_expired", false)) && outcomes.contains(&("succeeded", false)),
+        "{outcomes:?}"
+    );
+    let job = app.job(&id).await;
+    assert_eq!(
+        job["state"], "succeeded",
+        "the stale result changed nothing"
+    );
+    assert_eq!(job["attempts"], 2);
+    assert_eq!(target.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_calls_in_flight_finish_and_hands_back_the_rest() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    target.script(
+        "/finish",
+        vec![Reply::status(200).after(Duration::from_secs(2))],
+    );
+    let app = TestApp::spawn(env.settings.clone()).await;
+
+    // Within the grace period: all 100 calls finish, none runs twice.
+    let mut worker = start_worker(&env, &[]).await;
+    let ids = submit_many(
+        &app,
+        100,
+        |_| json!({"target": {"url": target.url("/finish")}}),
+    )
+    .await;
+    wait_until("100 calls in flight", Duration::from_secs(20), || async {
+        (target.count() == 100).then_some(())
+    })
+    .await;
+    worker.signal("TERM").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("worker exits");
+    assert!(status.success(), "{}", worker.output());
+    let states = wait_all_terminal(&env, &ids, Duration::from_secs(10)).await;
+    assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
+    assert_eq!(target.count(), 100);
+
+    // Past the grace period: the calls still running are handed back without using up
+    // an attempt, and another worker runs them.
+    let mut replies = vec![Reply::status(200).after(Duration::from_secs(120)); 20];
+    replies.push(Reply::status(200));
+    target.script("/endless", replies);
+    let mut worker = start_worker(&env, &[("COURIER__WORKER__SHUTDOWN_GRACE_MS", "500")]).await;
+    let ids = submit_many(
+        &app,
+        20,
+        |_| json!({"target": {"url": target.url("/endless")}, "max_attempts": 1}),
+    )
+    .await;
+    wait_until("20 calls in flight", Duration::from_secs(20), || async {
+        (target.received_on("/endless").len() == 20).then_some(())
+    })
+    .await;
+    worker.signal("TERM").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("worker exits");
+    assert!(status.success(), "{}", worker.output());
+    let _next = start_worker(&env, &[]).await;
+    let states = wait_all_terminal(&env, &ids, Duration::from_secs(30)).await;
+    assert!(
+        states.values().all(|s| s == "succeeded"),
+        "max_attempts 1 and still succeeded: {states:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_job_accepted_while_redis_is_killed_and_restarted_ends_terminal() {
+    let mut redis = RedisServer::start(true, &[]).await;
+    let env = TestEnv::on(&courier_testkit_admin(), &redis.url()).await;
+    let target = Target::start().await;
+    let mut settings = env.settings.clone();
+    settings.redis.command_timeout_ms = 1000;
+    settings.server.dispatch_interval_ms = 200;
+    let app = TestApp::spawn(settings.clone()).await;
+    let _worker = WorkerHandle::spawn(settings).await;
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let poster = {
+        let client = app.client.clone();
+        let url = app.url("/v1/jobs");
+        let job = json!({"target": {"url": target.url("/stream")}});
+        tokio::spawn(async move {
+            let mut answers = HashMap::new();
+            for _ in 0..600 {
+                let response = client
+                    .post(&url)
+                    .json(&job)
+                    .send()
+                    .await
+                    .expect("the api stays up");
+                *answers.entry(response.status().as_u16()).or_insert(0) += 1;
+                if response.status().is_success() {
+                    let body: Value = response.json().await.unwrap();
+                    tx.send(body["id"].as_str().unwrap().to_owned()).unwrap();
+                }
+            }
+            answers
+        })
+    };
+    wait_until(
+        "the stream to get going",
+        Duration::from_secs(20),
+        || async { (target.count() >= 100).then_some(()) },
+    )
+    .await;
+    redis.kill9().await;
+    let down = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(1)).await; // the outage
+    redis.restart().await;
+    let up = chrono::Utc::now();
+    let answers = poster.await.unwrap();
+    let during: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE created_at BETWEEN $1 AND $2")
+            .bind(down)
+            .bind(up)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert!(during > 0, "some jobs were accepted while redis was down");
+    assert_eq!(
+        answers.keys().copied().collect::<Vec<_>>(),
+        [201],
+        "every POST was accepted: {answers:?}"
+    );
+    let mut accepted = Vec::new();
+    while let Ok(id) = rx.try_recv() {
+        accepted.push(id);
+    }
+    assert_eq!(accepted.len(), 600);
+    let states = wait_all_terminal(&env, &accepted, Duration::from_secs(60)).await;
+    assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
+    let called: std::collections::HashSet<_> = target
+        .received()
+        .iter()
+        .filter_map(|r| r.job_id())
+        .collect();
+    assert!(
+        accepted.iter().all(|id| called.contains(id)),
+        "every accepted job was called"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_flushall_every_queued_scheduled_and_running_job_ends_terminal() {
+    let redis = RedisServer::start(false, &[]).await;
+    let env = TestEnv::on(&courier_testkit_admin(), &redis.url()).await;
+    let target = Target::start().await;
+    let mut replies = vec![Reply::status(200).after(Duration::from_secs(4)); 300];
+    replies.push(Reply::status(200));
+    target.script("/work", replies);
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let mut settings = env.settings.clone();
+    settings.worker.concurrency = 300;
+    let _worker = WorkerHandle::spawn(settings).await;
+
+    let mut ids = submit_many(
+        &app,
+        300,
+        |_| json!({"target": {"url": target.url("/work")}}),
+    )
+    .await;
+    wait_until("300 running", Duration::from_secs(20), || async {
+        (target.count() == 300).then_some(())
+    })
+    .await;
+    ids.extend(
+        submit_many(
+            &app,
+            400,
+            |_| json!({"target": {"url": target.url("/work")}}),
+        )
+        .await,
+    );
+    ids.extend(
+        submit_many(
+            &app,
+            300,
+            |_| json!({"target": {"url": target.url("/work")}, "delay_ms": 3000}),
+        )
+        .await,
+    );
+    assert_eq!(
+        env.count_jobs(Some("running")).await + env.count_jobs(Some("queued")).await,
+        700
+    );
+
+    redis.command(&["FLUSHALL"]).await;
+    let wiped = Instant::now();
+    let states = wait_all_terminal(&env, &ids, Duration::from_secs(90)).await;
+    assert_eq!(states.len(), 1000);
+    assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
+    let recovered = wiped.elapsed();
+    assert!(recovered < Duration::from_secs(60), "{recovered:?}");
+    let mut calls: HashMap<String, usize> = HashMap::new();
+    for received in target.received() {
+        *calls.entry(received.job_id().unwrap()).or_default() += 1;
+    }
+    assert!(
+        ids.iter().all(|id| calls.contains_key(id)),
+        "every job was called"
+    );
+    let twice = calls.values().filter(|n| **n == 2).count();
+    assert!(
+        calls.values().all(|n| *n <= 2) && twice <= 300,
+        "only the calls in flight at the wipe ran again ({twice})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_postgresql_stopped_writes_get_503_and_no_execution_record_is_lost() {
+    let pg = PgCluster::start().await;
+    let env = TestEnv::on(&pg.url("postgres"), &courier_testkit::redis_url()).await;
+    let target = Target::start().await;
+    target.script(
+        "/busy",
+        vec![Reply::status(200).after(Duration::from_millis(1500))],
+    );
+    let mut settings = env.settings.clone();
+    settings.database.connect_timeout_ms = 1000;
+    let app = TestApp::spawn(settings.clone()).await;
+    let _worker = WorkerHandle::spawn(settings).await;
+    let ids = submit_many(
+        &app,
+        500,
+        |_| json!({"target": {"url": target.url("/busy")}}),
+    )
+    .await;
+    wait_until("calls in flight", Duration::from_secs(20), || async {
+        (target.count() >= 200).then_some(())
+    })
+    .await;
+
+    pg.stop().await;
+    let outage = Instant::now();
+    let response = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .json(&json!({"target": {"url": target.url("/x")}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/jobs/{}", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let (status, _) = app.get("/readyz").await;
+    assert_eq!(status, 503);
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await; // the outage
+    pg.start_again().await;
+
+    let states = wait_all_terminal(&env, &ids, Duration::from_secs(60)).await;
+    assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM job_executions WHERE NOT stale")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(records, 500, "one execution record per job, none lost");
+    assert_eq!(target.count(), 500, "and no call repeated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_that_can_evict_jobs_is_reported_at_start_and_by_readyz() {
+    let redis = RedisServer::start(false, &["--maxmemory-policy", "allkeys-lru"]).await;
+    let env = TestEnv::on(&courier_testkit_admin(), &redis.url()).await;
+    let mut vars = env.process_env();
+    vars.push(("COURIER__SERVER__PORT".into(), "0".into()));
+    let api = ChildProcess::spawn("courier-api", &["serve"], &vars);
+    let worker = ChildProcess::spawn("courier-worker", &[], &vars);
+    let port = wait_until("the api to listen", Duration::from_secs(20), || async {
+        api.output().lines().find_map(|line| {
+            let line: Value = serde_json::from_str(line).ok()?;
+            (line["message"] == "courier-api listening").then(|| line["port"].as_u64())?
+        })
+    })
+    .await;
+    for (name, process) in [("api", &api), ("worker", &worker)] {
+        let logged = wait_until("the eviction error", Duration::from_secs(20), || async {
+            process
+                .output()
+                .lines()
+                .find(|l| l.contains("allkeys-lru"))
+                .map(str::to_owned)
+        })
+        .await;
+        let line: Value = serde_json::from_str(&logged).unwrap();
+        assert_eq!(line["level"], "ERROR", "{name}: {logged}");
+        assert!(
+            process.output().contains("AOF is off"),
+            "{name} warns about AOF"
+        );
+    }
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("maxmemory-policy is allkeys-lru"),
+        "{problem}"
+    );
+}
+
+/// The admin URL of the machine's PostgreSQL.
+fn courier_testkit_admin() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
