@@ -1,12 +1,16 @@
 //! Request extractors that fail with problem+json instead of axum's plain-text
 //! rejections: JSON bodies (content type, size limit, syntax, unknown fields) and path ids.
 
+use std::time::Duration;
+
 use axum::{
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{FromRequest, FromRequestParts, Request},
     http::{header, request::Parts},
 };
+use bytes::BytesMut;
 use courier_core::{JobId, Settings, domain::FieldError};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::{error::ApiError, state::AppState};
@@ -46,24 +50,44 @@ impl<T: JsonBody> FromRequest<AppState> for ApiJson<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > limit) {
+        if declared.is_some_and(|len| len > limit.max(DRAIN_BYTES)) {
+            // Too large to be worth draining: answer at once.
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        let raw = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                if std::error::Error::source(&e)
-                    .is_some_and(|s| s.to_string().contains("length limit"))
-                    || e.to_string().contains("length limit")
-                {
-                    ApiError::PayloadTooLarge(limit)
-                } else {
-                    ApiError::BadRequest(format!("could not read the request body: {e}"))
-                }
-            })?;
+        let raw = read_body(req.into_body(), limit).await?;
         let value = parse_json(&raw)?;
         Ok(Self { value, raw })
     }
+}
+
+/// Most bytes of an oversized body read (and dropped) so that the client, still sending,
+/// gets its 413 instead of a reset connection.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads the body up to `limit` bytes. A larger body is a 413, answered after draining
+/// the rest (within bounds): closing on a client mid-upload makes it see a connection
+/// error rather than the problem.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+        if buffer.len() + chunk.len() > limit {
+            let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+            let mut drained = buffer.len() + chunk.len();
+            while drained < DRAIN_BYTES {
+                match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(Some(Ok(chunk))) => drained += chunk.len(),
+                    _ => break,
+                }
+            }
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
 }
 
 /// Syntax errors are 400; well-formed JSON of the wrong shape is 422 with the field's path.
