@@ -44,6 +44,8 @@ CREATE INDEX jobs_labels ON jobs USING gin (labels jsonb_path_ops);
 CREATE INDEX jobs_live ON jobs (queue, state, run_at) WHERE state IN ('scheduled', 'queued', 'running');
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_undispatched ON jobs (created_at) WHERE NOT dispatched;
+-- Running jobs by last change, to find any whose result never reached PostgreSQL.
+CREATE INDEX jobs_running ON jobs (updated_at) WHERE state = 'running';
 
 CREATE TABLE job_executions (
     id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -27,6 +27,10 @@ const BATCH: i64 = 500;
 /// How often Redis is checked for data loss: a lost job is back within a few seconds.
 const RECONCILE_CHECK: Duration = Duration::from_secs(1);
 const RECONCILE_LOCK: Duration = Duration::from_secs(120);
+/// How often running jobs are checked for lost results, and the margin past timeout plus
+/// lease before one counts as lost.
+const STUCK_CHECK: Duration = Duration::from_secs(5);
+const STUCK_MARGIN: Duration = Duration::from_secs(5);
 /// Far longer than a worker's history batch takes to land in PostgreSQL.
 const RECONCILE_SETTLE: Duration = Duration::from_secs(2);
 
@@ -160,33 +164,7 @@ impl Maintenance {
             after = Some(last.id);
             candidates.extend(self.missing_from_redis(page).await?);
         }
-        if !candidates.is_empty() {
-            // A job that just ended in Redis is still live in PostgreSQL until its worker's
-            // history batch lands: only jobs still missing, and unchanged, after the settle
-            // time were really lost.
-            tokio::time::sleep(RECONCILE_SETTLE).await;
-            let seen: std::collections::HashMap<_, _> =
-                candidates.iter().map(|r| (r.id, r.updated_at)).collect();
-            let ids: Vec<_> = seen.keys().copied().collect();
-            let again = repo::get_jobs(&self.db, &ids)
-                .await?
-                .into_iter()
-                .filter(|r| !r.state.is_terminal() && seen.get(&r.id) == Some(&r.updated_at))
-                .collect();
-            let lost: Vec<Dispatch> = self
-                .missing_from_redis(again)
-                .await?
-                .iter()
-                .filter_map(|row| {
-                    let mut job = row.to_dispatch()?;
-                    // Redis losing a job is Courier's fault, not the target's: a job lost
-                    // while running gets that attempt back rather than dying of it.
-                    job.attempts = job.attempts.min(job.spec.max_attempts.saturating_sub(1));
-                    Some(job)
-                })
-                .collect();
-            done.redispatched = self.queue.enqueue(&lost).await?;
-        }
+        done.redispatched = self.redispatch_lost(candidates).await?;
         let mut queues: Vec<QueueName> = self.queue.known_queues().await?;
         for name in repo::live_queues(&self.db).await? {
             if let Ok(queue) = QueueName::parse(&name)
@@ -211,6 +189,60 @@ impl Maintenance {
             }
         }
         Ok(done)
+    }
+
+    /// Dispatches again the jobs among `candidates` (live in PostgreSQL, missing from
+    /// Redis) that were really lost. A job that just ended in Redis is still live in
+    /// PostgreSQL until its worker's history batch lands, so only jobs still missing, and
+    /// unchanged, after the settle time count. Returns how many were dispatched.
+    async fn redispatch_lost(
+        &self,
+        candidates: Vec<repo::JobRow>,
+    ) -> Result<usize, MaintenanceError> {
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        tokio::time::sleep(RECONCILE_SETTLE).await;
+        let seen: std::collections::HashMap<_, _> =
+            candidates.iter().map(|r| (r.id, r.updated_at)).collect();
+        let ids: Vec<_> = seen.keys().copied().collect();
+        let again = repo::get_jobs(&self.db, &ids)
+            .await?
+            .into_iter()
+            .filter(|r| !r.state.is_terminal() && seen.get(&r.id) == Some(&r.updated_at))
+            .collect();
+        let lost: Vec<Dispatch> = self
+            .missing_from_redis(again)
+            .await?
+            .iter()
+            .filter_map(|row| {
+                let mut job = row.to_dispatch()?;
+                // Losing a job is Courier's fault, not the target's: a job lost in its
+                // last attempt gets one more rather than dying of the loss.
+                job.attempts = job.attempts.min(job.spec.max_attempts.saturating_sub(1));
+                Some(job)
+            })
+            .collect();
+        Ok(self.queue.enqueue(&lost).await?)
+    }
+
+    /// Finds jobs `running` in PostgreSQL past their timeout plus the lease whose result
+    /// never arrived, and dispatches them again. Returns how many.
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn recover_stuck(&self) -> Result<usize, MaintenanceError> {
+        let grace = self.settings.worker.lease_ms as i64 + STUCK_MARGIN.as_millis() as i64;
+        let stuck = repo::stuck_running(&self.db, grace, BATCH).await?;
+        let candidates = self.missing_from_redis(stuck).await?;
+        let n = self.redispatch_lost(candidates).await?;
+        if n > 0 {
+            tracing::warn!(
+                jobs = n,
+                "dispatched again jobs whose result was lost (their worker died before recording it)"
+            );
+        }
+        Ok(n)
     }
 
     /// The rows whose job Redis does not hold.
@@ -240,16 +272,22 @@ impl Maintenance {
 
     /// Runs the Redis-loss check until `stop`.
     pub async fn run_reconciler(self, stop: CancellationToken) {
-        repeat(
-            &stop,
-            RECONCILE_CHECK,
-            || async {
-                self.check_redis().await?;
-                Ok(false)
-            },
-            "redis reconciliation",
-        )
-        .await;
+        let mut next_stuck_check = tokio::time::Instant::now() + STUCK_CHECK;
+        loop {
+            if let Err(e) = self.check_redis().await {
+                tracing::warn!(error = %e, "redis reconciliation failed; retrying");
+            }
+            if tokio::time::Instant::now() >= next_stuck_check {
+                next_stuck_check = tokio::time::Instant::now() + STUCK_CHECK;
+                if let Err(e) = self.recover_stuck().await {
+                    tracing::warn!(error = %e, "looking for jobs with lost results failed; retrying");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RECONCILE_CHECK) => {}
+            }
+        }
     }
 
     /// One batch of the retention sweep. Returns how many jobs were deleted.

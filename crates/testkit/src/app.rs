@@ -21,6 +21,8 @@ pub struct TestApp {
 impl TestApp {
     /// Builds and starts the API with `settings`.
     pub async fn spawn(settings: Settings) -> Self {
+        // Logs are shown by the test runner only when a test fails.
+        courier_core::telemetry::init(&settings.telemetry);
         let app = Application::build(settings).await.expect("build the api");
         let base = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -15,4 +15,4 @@ pub use env::TestEnv;
 pub use process::{ChildProcess, binary};
 pub use servers::{PgCluster, RedisServer, free_port};
 pub use target::{Received, Reply, Target};
-pub use wait::wait_until;
+pub use wait::{wait_until, wait_until_or_none};

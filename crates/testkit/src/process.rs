@@ -8,12 +8,13 @@ use tokio::process::{Child, Command};
 /// The path of a workspace binary (`courier-api`, `courier-worker`), built next to the
 /// test executables (`scripts/test.sh` builds them before the tests).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
+    let exe = std::env::current_exe().expect("executable path");
+    // A test runs from target/<profile>/deps/, a binary (the chaos harness) from
+    // target/<profile>/: the workspace's binaries are in the latter.
+    let mut dir = exe.parent().expect("executable dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -164,20 +164,27 @@ fn is_root() -> bool {
 /// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
 async fn run_pg(bin: &Path, tool: &str, args: &[String]) {
     let program = bin.join(tool);
-    let status = if is_root() {
-        Command::new("runuser")
-            .arg("-u")
-            .arg("postgres")
-            .arg("--")
-            .arg(&program)
-            .args(args)
-            .status()
-            .await
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.arg("-u").arg("postgres").arg("--").arg(&program);
+        c
     } else {
-        Command::new(&program).args(args).status().await
-    }
-    .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-    assert!(status.success(), "{tool} {args:?} failed: {status}");
+        Command::new(&program)
+    };
+    // initdb and pg_ctl are chatty; their output matters only when they fail.
+    let output = command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    assert!(
+        output.status.success(),
+        "{tool} {args:?} failed: {}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 impl PgCluster {
@@ -250,6 +257,35 @@ impl PgCluster {
             ],
         )
         .await;
+    }
+
+    /// Pauses every process of the cluster (SIGSTOP): connections hang rather than fail,
+    /// as with a stalled disk or a frozen VM.
+    pub async fn pause(&self) {
+        self.signal_all("STOP").await;
+    }
+
+    /// Resumes a paused cluster.
+    pub async fn resume(&self) {
+        self.signal_all("CONT").await;
+    }
+
+    async fn signal_all(&self, signal: &str) {
+        let pid_file = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid"))
+            .expect("postmaster.pid");
+        let pid = pid_file.lines().next().expect("a pid").trim().to_owned();
+        // Children first, so none of them runs on while the postmaster is held.
+        let _ = Command::new("pkill")
+            .arg(format!("-{signal}"))
+            .arg("-P")
+            .arg(&pid)
+            .status()
+            .await;
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .await;
     }
 
     /// Stops the cluster ("fast": connections are cut, as in a crash of the service).

@@ -92,3 +92,53 @@ async fn a_payload_the_worker_cannot_read_ends_that_job_dead_and_not_its_neighbo
     );
     assert!(target.received_on("/broken").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_result_never_reached_postgresql_is_run_again() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let id = app
+        .submit(json!({"target": {"url": target.url("/lost")}, "timeout_ms": 1000}))
+        .await;
+
+    // A worker that ended its attempt in Redis and was killed before its history batch
+    // reached PostgreSQL: Redis no longer has the job, PostgreSQL still says running.
+    // (After the start-up reconciliation, so that only the stuck-job check can find it.)
+    let queue = RedisQueue::new(&env.settings.redis).unwrap();
+    courier_testkit::wait_until(
+        "the start-up reconciliation",
+        Duration::from_secs(20),
+        || async { queue.marker().await.unwrap().map(|_| ()) },
+    )
+    .await;
+    let default = courier_core::QueueName::default();
+    let leased = queue
+        .fetch(&default, 1, Duration::from_secs(15))
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert_eq!(
+        queue
+            .complete(&default, &[(leased.id, leased.token, 0, Completion::Done)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    sqlx::query(
+        "UPDATE jobs SET state = 'running', attempts = 1, token = $2, updated_at = now() - interval '1 minute' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .bind(leased.token.0)
+    .execute(&env.db)
+    .await
+    .unwrap();
+
+    let _worker = WorkerHandle::spawn(env.settings.clone()).await;
+    let job = app
+        .wait_for_state(&id, "succeeded", Duration::from_secs(30))
+        .await;
+    assert_eq!(job["attempts"], 2, "the lost attempt counts");
+    assert_eq!(target.count(), 1);
+}

@@ -466,3 +466,32 @@ pub async fn get_jobs(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<JobR
     .await?;
     Ok(rows)
 }
+
+/// Jobs `running` in PostgreSQL for longer than their own timeout plus `grace_ms`: no
+/// attempt can still be going, so the attempt's result was lost on its way here (a
+/// worker killed before its history batch landed).
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn stuck_running(
+    db: impl PgExecutor<'_>,
+    grace_ms: i64,
+    limit: i64,
+) -> Result<Vec<JobRow>, RepoError> {
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
+                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
+                  last_duration_ms, created_at, updated_at, finished_at
+           FROM jobs
+           WHERE state = 'running'
+             AND updated_at < now() - make_interval(secs => ((spec->>'timeout_ms')::float8 + $1) / 1000.0)
+           ORDER BY updated_at
+           LIMIT $2"#,
+        grace_ms as f64,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}

@@ -1,0 +1,243 @@
+//! The chaos harness: runs jobs through a whole Courier (API and workers as processes,
+//! its own Redis with AOF, its own PostgreSQL cluster, a counting target) while it kills
+//! and restarts workers, Redis and the API at random, wipes Redis once and pauses
+//! PostgreSQL once; then drains and counts what was lost and what ran twice, and why.
+
+mod faults;
+mod report;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use courier_testkit::{
+    ChildProcess, PgCluster, RedisServer, Reply, Target, TestEnv, free_port, wait_until,
+};
+use serde_json::json;
+
+pub use faults::Fault;
+pub use report::Report;
+
+/// What to run and what to break.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub jobs: usize,
+    pub workers: usize,
+    pub worker_kills: usize,
+    pub redis_kills: usize,
+    pub api_restarts: usize,
+    pub wipes: usize,
+    pub pg_pauses: usize,
+    /// Over how long jobs are submitted and faults injected.
+    pub duration: Duration,
+    pub lease_ms: u64,
+    /// How long the target takes to answer each call.
+    pub call_ms: u64,
+    pub seed: u64,
+}
+
+impl Config {
+    /// The size CI runs.
+    pub fn small() -> Self {
+        Self {
+            jobs: 2000,
+            workers: 3,
+            worker_kills: 10,
+            redis_kills: 1,
+            api_restarts: 1,
+            wipes: 1,
+            pg_pauses: 1,
+            duration: Duration::from_secs(30),
+            lease_ms: 3000,
+            call_ms: 50,
+            seed: 1,
+        }
+    }
+}
+
+/// The running system under test.
+pub(crate) struct System {
+    pub redis: tokio::sync::Mutex<RedisServer>,
+    pub pg: PgCluster,
+    pub env: TestEnv,
+    pub target: Target,
+    pub api_port: u16,
+    pub api: Mutex<Option<ChildProcess>>,
+    pub workers: Mutex<Vec<ChildProcess>>,
+    pub lease_ms: u64,
+}
+
+impl System {
+    fn vars(&self) -> Vec<(String, String)> {
+        let mut vars = self.env.process_env();
+        vars.push(("COURIER__SERVER__PORT".into(), self.api_port.to_string()));
+        vars.push((
+            "COURIER__WORKER__LEASE_MS".into(),
+            self.lease_ms.to_string(),
+        ));
+        vars.push((
+            "COURIER__DATABASE__CONNECT_TIMEOUT_MS".into(),
+            "2000".into(),
+        ));
+        vars.push(("COURIER__REDIS__COMMAND_TIMEOUT_MS".into(), "2000".into()));
+        vars.push(("COURIER__TELEMETRY__FILTER".into(), "warn".into()));
+        vars
+    }
+
+    pub fn start_api(&self) -> ChildProcess {
+        ChildProcess::spawn("courier-api", &["serve"], &self.vars())
+    }
+
+    pub fn start_worker(&self) -> ChildProcess {
+        ChildProcess::spawn("courier-worker", &[], &self.vars())
+    }
+}
+
+/// Runs the whole scenario and reports.
+///
+/// # Errors
+/// The system could not be started.
+pub async fn run(config: Config) -> anyhow::Result<Report> {
+    let redis = RedisServer::start(true, &[]).await;
+    let pg = PgCluster::start().await;
+    let env = TestEnv::on(&pg.url("postgres"), &redis.url()).await;
+    let target = Target::start().await;
+    target.script(
+        "/chaos",
+        vec![Reply::status(200).after(Duration::from_millis(config.call_ms))],
+    );
+    let system = Arc::new(System {
+        redis: tokio::sync::Mutex::new(redis),
+        pg,
+        env,
+        target,
+        api_port: free_port(),
+        api: Mutex::new(None),
+        workers: Mutex::new(Vec::new()),
+        lease_ms: config.lease_ms,
+    });
+    *system.api.lock().unwrap() = Some(system.start_api());
+    for _ in 0..config.workers {
+        let worker = system.start_worker();
+        system.workers.lock().unwrap().push(worker);
+    }
+    let base = format!("http://127.0.0.1:{}", system.api_port);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    wait_until("the api to be ready", Duration::from_secs(30), || async {
+        let ready = client.get(format!("{base}/readyz")).send().await.ok()?;
+        ready.status().is_success().then_some(())
+    })
+    .await;
+
+    let started = Instant::now();
+    let monitor = tokio::spawn(report::watch_running(system.clone(), started));
+    let schedule = faults::schedule(&config);
+    let chaos = tokio::spawn(faults::inject(system.clone(), schedule, started));
+    let accepted = submit(
+        &client,
+        &base,
+        &system.target.url("/chaos"),
+        &config,
+        started,
+    )
+    .await;
+    let injected = chaos.await?;
+
+    // Everything back up, then drain.
+    let drained = drain(&system, &accepted).await;
+    monitor.abort();
+    let report = report::build(&system, &config, &accepted, injected, drained, started).await?;
+    for mut worker in system.workers.lock().unwrap().drain(..) {
+        let _ = worker.child.start_kill();
+    }
+    Ok(report)
+}
+
+/// Submits every job over the run's duration, as a careful client does: each with an
+/// idempotency key, retried until a 2xx. Returns the accepted ids.
+async fn submit(
+    client: &reqwest::Client,
+    base: &str,
+    target: &str,
+    config: &Config,
+    started: Instant,
+) -> Vec<String> {
+    const CLIENTS: usize = 8;
+    let accepted = Arc::new(Mutex::new(Vec::with_capacity(config.jobs)));
+    let per_job = config.duration.as_secs_f64() / config.jobs as f64;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (client, base, target, accepted) = (
+            client.clone(),
+            base.to_owned(),
+            target.to_owned(),
+            accepted.clone(),
+        );
+        let jobs = config.jobs;
+        tasks.push(tokio::spawn(async move {
+            for i in (c..jobs).step_by(CLIENTS) {
+                let due = started + Duration::from_secs_f64(per_job * i as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let body = json!({"target": {"url": format!("{target}?job={i}")}, "max_attempts": 100,
+                    "backoff": {"initial_ms": 100, "max_ms": 2000}});
+                loop {
+                    let sent = client
+                        .post(format!("{base}/v1/jobs"))
+                        .header("idempotency-key", format!("chaos-{i}"))
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(response) = sent
+                        && response.status().is_success()
+                        && let Ok(job) = response.json::<serde_json::Value>().await
+                        && let Some(id) = job["id"].as_str()
+                    {
+                        accepted.lock().unwrap().push(id.to_owned());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    accepted.lock().unwrap().clone()
+}
+
+/// Waits (up to a limit) until every accepted job is terminal; returns how long it took
+/// after the last fault, or `None` if some never finished.
+async fn drain(system: &System, accepted: &[String]) -> Option<Duration> {
+    let ids: Vec<uuid::Uuid> = accepted.iter().filter_map(|id| id.parse().ok()).collect();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let live: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE id = ANY($1) AND state NOT IN ('succeeded', 'dead', 'cancelled')",
+        )
+        .bind(&ids)
+        .fetch_one(&system.env.db)
+        .await;
+        if live.is_ok_and(|n| n == 0) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Calls per job id, as the target counted them.
+pub(crate) fn calls_per_job(target: &Target) -> HashMap<String, usize> {
+    let mut calls = HashMap::new();
+    for received in target.received() {
+        if let Some(id) = received.job_id() {
+            *calls.entry(id).or_insert(0) += 1;
+        }
+    }
+    calls
+}

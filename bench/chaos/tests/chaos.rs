@@ -1,0 +1,15 @@
+//! The chaos harness at the small size CI runs: at least 2000 jobs, 10 worker kills, a
+//! Redis kill, a wipe and a PostgreSQL pause; nothing may be lost.
+
+use courier_chaos::{Config, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_is_lost_under_chaos() {
+    let report = run(Config::small()).await.expect("the chaos run");
+    println!("{report}");
+    assert_eq!(report.accepted, 2000);
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.terminal, 2000);
+    assert_eq!(report.never_called, 0, "{report}");
+    assert!(report.faults.len() >= 14, "{report}");
+}
