@@ -26,11 +26,14 @@ const DISPATCH_GRACE: Duration = Duration::from_secs(2);
 const BATCH: i64 = 500;
 /// How often Redis is checked for data loss: a lost job is back within a few seconds.
 const RECONCILE_CHECK: Duration = Duration::from_secs(1);
-const RECONCILE_LOCK: Duration = Duration::from_secs(120);
+const RECONCILE_LOCK: Duration = Duration::from_secs(10);
 /// How often running jobs are checked for lost results, and the margin past timeout plus
 /// lease before one counts as lost.
 const STUCK_CHECK: Duration = Duration::from_secs(5);
 const STUCK_MARGIN: Duration = Duration::from_secs(5);
+/// An outbox entry older than this was orphaned: a live worker acknowledges its entries
+/// as soon as its history batch commits.
+const OUTBOX_AGE: Duration = Duration::from_secs(10);
 /// Far longer than a worker's history batch takes to land in PostgreSQL.
 const RECONCILE_SETTLE: Duration = Duration::from_secs(2);
 
@@ -133,7 +136,27 @@ impl Maintenance {
             run_id,
             "redis restarted or lost its data; reconciling it with postgresql"
         );
-        let result = self.reconcile().await;
+        // The lock is short and renewed while the work goes on, so a process that dies
+        // mid-reconciliation holds up the next one by seconds, not minutes.
+        let renew = async {
+            loop {
+                tokio::time::sleep(RECONCILE_LOCK / 3).await;
+                if !matches!(
+                    self.queue
+                        .extend_reconcile_lock(&lock, RECONCILE_LOCK)
+                        .await,
+                    Ok(true)
+                ) {
+                    tracing::warn!(
+                        "lost the reconcile lock; another process will redo the reconciliation"
+                    );
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = self.reconcile() => result,
+            () = renew => unreachable!("renewing never ends"),
+        };
         if result.is_ok() {
             // Only a finished reconciliation clears the alarm; a failed one is redone.
             self.queue.set_marker(&run_id).await?;
@@ -203,6 +226,8 @@ impl Maintenance {
             return Ok(0);
         }
         tokio::time::sleep(RECONCILE_SETTLE).await;
+        // A result waiting in the outbox is not lost: record it first.
+        self.flush_outbox(Duration::ZERO).await?;
         let seen: std::collections::HashMap<_, _> =
             candidates.iter().map(|r| (r.id, r.updated_at)).collect();
         let ids: Vec<_> = seen.keys().copied().collect();
@@ -245,6 +270,42 @@ impl Maintenance {
         Ok(n)
     }
 
+    /// Writes to PostgreSQL the outbox entries older than `age` that no worker
+    /// acknowledged (their worker died before its history batch landed), then drops
+    /// them. Replaying an entry a live worker also writes is harmless. Returns how many.
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn flush_outbox(&self, age: Duration) -> Result<usize, MaintenanceError> {
+        let mut flushed = 0;
+        for queue in self.queue.known_queues().await? {
+            let entries = self
+                .queue
+                .outbox_older_than(&queue, age, BATCH as usize)
+                .await?;
+            if entries.is_empty() {
+                continue;
+            }
+            let ends: Vec<repo::AttemptEnd> = entries
+                .iter()
+                .filter_map(|(_, _, record)| serde_json::from_str(record).ok())
+                .collect();
+            let (records, updates): (Vec<_>, Vec<_>) =
+                ends.into_iter().map(|e| (e.record, e.update)).unzip();
+            repo::record_history(&self.db, &[], &records, &updates).await?;
+            let keys: Vec<_> = entries.iter().map(|(id, token, _)| (*id, *token)).collect();
+            self.queue.ack(&queue, &keys).await?;
+            flushed += keys.len();
+        }
+        if flushed > 0 {
+            tracing::warn!(
+                records = flushed,
+                "recorded attempts whose worker died before recording them"
+            );
+        }
+        Ok(flushed)
+    }
+
     /// The rows whose job Redis does not hold.
     async fn missing_from_redis(
         &self,
@@ -279,6 +340,9 @@ impl Maintenance {
             }
             if tokio::time::Instant::now() >= next_stuck_check {
                 next_stuck_check = tokio::time::Instant::now() + STUCK_CHECK;
+                if let Err(e) = self.flush_outbox(OUTBOX_AGE).await {
+                    tracing::warn!(error = %e, "flushing the outbox failed; retrying");
+                }
                 if let Err(e) = self.recover_stuck().await {
                     tracing::warn!(error = %e, "looking for jobs with lost results failed; retrying");
                 }

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use courier_core::queue::{Completion, RedisQueue};
+use courier_core::{
+    JobState,
+    queue::{Completion, Ending, RedisQueue},
+    repo::{AttemptEnd, ExecutionRecord, JobUpdate, Outcome},
+};
 use courier_testkit::{Target, TestApp, TestEnv, WorkerHandle};
 use serde_json::json;
 
@@ -42,10 +46,7 @@ async fn a_job_whose_worker_vanished_is_reaped_and_run_again_and_the_late_result
 
     // The vanished attempt comes back with a result: its token no longer holds a lease.
     let late = queue
-        .complete(
-            &default,
-            &[(vanished.id, vanished.token, 0, Completion::Done)],
-        )
+        .complete(&default, &[ending(&vanished, "{}")])
         .await
         .unwrap();
     assert_eq!(late, [false]);
@@ -93,18 +94,50 @@ async fn a_payload_the_worker_cannot_read_ends_that_job_dead_and_not_its_neighbo
     assert!(target.received_on("/broken").is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_job_whose_result_never_reached_postgresql_is_run_again() {
-    let env = TestEnv::new().await;
-    let target = Target::start().await;
-    let app = TestApp::spawn(env.settings.clone()).await;
-    let id = app
-        .submit(json!({"target": {"url": target.url("/lost")}, "timeout_ms": 1000}))
-        .await;
+fn ending<'a>(job: &courier_core::queue::Leased, record: &'a str) -> Ending<'a> {
+    Ending {
+        id: job.id,
+        token: job.token,
+        priority: 0,
+        completion: Completion::Done,
+        record,
+    }
+}
 
-    // A worker that ended its attempt in Redis and was killed before its history batch
-    // reached PostgreSQL: Redis no longer has the job, PostgreSQL still says running.
-    // (After the start-up reconciliation, so that only the stuck-job check can find it.)
+/// What a worker writes to the outbox for a successful attempt of `job`.
+fn succeeded(job: &courier_core::queue::Leased) -> String {
+    let now = chrono::Utc::now();
+    serde_json::to_string(&AttemptEnd {
+        record: ExecutionRecord {
+            job_id: job.id,
+            attempt: job.attempt as i32,
+            token: job.token.0,
+            worker: "killed-worker".into(),
+            outcome: Outcome::Succeeded,
+            stale: false,
+            status_code: Some(200),
+            error: None,
+            duration_ms: 5,
+            response_excerpt: Some("ok".into()),
+            started_at: now,
+            finished_at: now,
+        },
+        update: JobUpdate {
+            id: job.id,
+            token: job.token.0,
+            attempts: job.attempt as i32,
+            state: JobState::Succeeded,
+            run_at: None,
+            last: Some((Some(200), None, 5)),
+        },
+    })
+    .unwrap()
+}
+
+/// A worker that ended its attempt in Redis and was killed before its history batch
+/// reached PostgreSQL: Redis no longer has the job, PostgreSQL still says running.
+/// (After the start-up reconciliation, so that only the periodic checks can find it.)
+async fn killed_after_ending(env: &TestEnv, id: &str, lose_the_outbox_too: bool) -> RedisQueue {
     let queue = RedisQueue::new(&env.settings.redis).unwrap();
     courier_testkit::wait_until(
         "the start-up reconciliation",
@@ -119,22 +152,59 @@ async fn a_job_whose_result_never_reached_postgresql_is_run_again() {
         .unwrap()
         .jobs
         .remove(0);
+    let record = succeeded(&leased);
     assert_eq!(
         queue
-            .complete(&default, &[(leased.id, leased.token, 0, Completion::Done)])
+            .complete(&default, &[ending(&leased, &record)])
             .await
             .unwrap(),
         [true]
     );
+    if lose_the_outbox_too {
+        queue
+            .ack(&default, &[(leased.id, leased.token)])
+            .await
+            .unwrap();
+    }
     sqlx::query(
         "UPDATE jobs SET state = 'running', attempts = 1, token = $2, updated_at = now() - interval '1 minute' WHERE id = $1::uuid",
     )
-    .bind(&id)
+    .bind(id)
     .bind(leased.token.0)
     .execute(&env.db)
     .await
     .unwrap();
+    queue
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_record_of_a_worker_killed_before_writing_it_comes_from_the_outbox() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let id = app
+        .submit(json!({"target": {"url": target.url("/recorded")}}))
+        .await;
+    killed_after_ending(&env, &id, false).await;
+    let job = app
+        .wait_for_state(&id, "succeeded", Duration::from_secs(30))
+        .await;
+    assert_eq!(job["attempts"], 1);
+    let executions = app.executions(&id).await;
+    assert_eq!(executions.len(), 1);
+    assert_eq!(executions[0]["worker"], "killed-worker");
+    assert_eq!(target.count(), 0, "the job did not run again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_result_never_reached_postgresql_is_run_again() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let id = app
+        .submit(json!({"target": {"url": target.url("/lost")}, "timeout_ms": 1000}))
+        .await;
+    killed_after_ending(&env, &id, true).await;
     let _worker = WorkerHandle::spawn(env.settings.clone()).await;
     let job = app
         .wait_for_state(&id, "succeeded", Duration::from_secs(30))

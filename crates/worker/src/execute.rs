@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     JobState,
     domain::JobSpec,
-    queue::{Completion, Leased, RedisQueue, Unreadable},
-    repo::{ExecutionRecord, JobUpdate, Outcome, Started},
+    queue::{Completion, Ending, Leased, RedisQueue, Unreadable},
+    repo::{AttemptEnd, ExecutionRecord, JobUpdate, Outcome, Started},
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -164,17 +164,16 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
                     CallResult::Answered { excerpt, .. } => Some(excerpt),
                     _ => None,
                 };
+                let last = (verdict.status_code.map(|c| c as i16), verdict.error.clone(), duration_ms);
+                let end = AttemptEnd {
+                    record: record(verdict.outcome, false, verdict.status_code, verdict.error.clone(), excerpt),
+                    update: attempt_ended(job.id, job.token, job.attempt, verdict.state, verdict.retry_at, last),
+                };
                 let completion = verdict.retry_at.map_or(Completion::Done, Completion::RetryAt);
-                let applied = complete(&ctx, &job, completion).await;
+                let applied = complete(&ctx, &job.queue, &job, completion, &end).await;
                 tracing::info!(outcome = verdict.outcome.as_str(), state = %verdict.state, status = verdict.status_code,
                     duration_ms, stale = !applied, "attempt finished");
-                let rec = record(verdict.outcome, !applied, verdict.status_code, verdict.error.clone(), excerpt);
-                ctx.history.send(Event::Record(rec)).await;
-                if applied {
-                    let last = (verdict.status_code.map(|c| c as i16), verdict.error, duration_ms);
-                    let update = attempt_ended(job.id, job.token, job.attempt, verdict.state, verdict.retry_at, last);
-                    ctx.history.send(update).await;
-                }
+                record_end(&ctx, &job.queue, end, applied).await;
             }
         }
         ctx.inflight.remove(job.id);
@@ -188,39 +187,61 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
 /// attempt of it could ever run.
 pub async fn reject_unreadable(ctx: Arc<Context>, queue: courier_core::QueueName, job: Unreadable) {
     tracing::error!(job.id = %job.id, %queue, error = job.error, "job payload unreadable; ending it dead");
-    let item = [(job.id, job.token, 0, Completion::Done)];
-    let applied = matches!(
-        ctx.queue.complete(&queue, &item).await.as_deref(),
-        Ok([true])
-    );
     let now = Utc::now();
     let error = format!("this worker cannot read the job's payload: {}", job.error);
-    ctx.history
-        .send(Event::Record(ExecutionRecord {
+    let end = AttemptEnd {
+        record: ExecutionRecord {
             job_id: job.id,
             attempt: job.attempt as i32,
             token: job.token.0,
             worker: ctx.worker.clone(),
             outcome: Outcome::Failed,
-            stale: !applied,
+            stale: false,
             status_code: None,
             error: Some(error.clone()),
             duration_ms: 0,
             response_excerpt: None,
             started_at: now,
             finished_at: now,
-        }))
-        .await;
-    if applied {
-        let update = attempt_ended(
+        },
+        update: attempt_ended(
             job.id,
             job.token,
             job.attempt,
             JobState::Dead,
             None,
             (None, Some(error), 0),
-        );
-        ctx.history.send(update).await;
+        ),
+    };
+    let json = serde_json::to_string(&end).expect("an attempt's end serialises");
+    let item = [Ending {
+        id: job.id,
+        token: job.token,
+        priority: 0,
+        completion: Completion::Done,
+        record: &json,
+    }];
+    let applied = matches!(
+        ctx.queue.complete(&queue, &item).await.as_deref(),
+        Ok([true])
+    );
+    record_end(&ctx, &queue, end, applied).await;
+}
+
+/// Hands an ended attempt to the history writer: with its job update when the attempt
+/// still held its lease (its outbox entry is dropped once written), as a stale record
+/// that changes nothing when it did not.
+async fn record_end(
+    ctx: &Context,
+    queue: &courier_core::QueueName,
+    mut end: AttemptEnd,
+    applied: bool,
+) {
+    if applied {
+        ctx.history.send(Event::Ended(queue.clone(), end)).await;
+    } else {
+        end.record.stale = true;
+        ctx.history.send(Event::Record(end.record)).await;
     }
 }
 
@@ -232,26 +253,39 @@ fn attempt_ended(
     state: JobState,
     run_at: Option<DateTime<Utc>>,
     last: (Option<i16>, Option<String>, i32),
-) -> Event {
-    Event::Update(JobUpdate {
+) -> JobUpdate {
+    JobUpdate {
         id,
         token: token.0,
         attempts: attempt as i32,
         state,
         run_at,
         last: Some(last),
-    })
+    }
 }
 
 /// Ends the attempt in Redis, retrying while Redis is unreachable: while it is, nobody
 /// can reap the lease either, and once it is back the token decides. Gives up after
 /// [`COMPLETE_PATIENCE`] (the result is then recorded as stale and the job runs again).
-async fn complete(ctx: &Context, job: &Leased, completion: Completion) -> bool {
+async fn complete(
+    ctx: &Context,
+    queue: &courier_core::QueueName,
+    job: &Leased,
+    completion: Completion,
+    end: &AttemptEnd,
+) -> bool {
     let give_up = std::time::Instant::now() + COMPLETE_PATIENCE.max(ctx.lease);
     let mut wait = Duration::from_millis(50);
+    let json = serde_json::to_string(end).expect("an attempt's end serialises");
     loop {
-        let item = [(job.id, job.token, job.spec.priority.get(), completion)];
-        match ctx.queue.complete(&job.queue, &item).await {
+        let item = [Ending {
+            id: job.id,
+            token: job.token,
+            priority: job.spec.priority.get(),
+            completion,
+            record: &json,
+        }];
+        match ctx.queue.complete(queue, &item).await {
             Ok(applied) => return applied.first().copied().unwrap_or(false),
             Err(e) if std::time::Instant::now() + wait < give_up => {
                 tracing::warn!(error = %e, "ending the attempt in redis failed; retrying");

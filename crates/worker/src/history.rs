@@ -5,7 +5,11 @@
 
 use std::time::Duration;
 
-use courier_core::repo::{self, ExecutionRecord, JobUpdate, Started};
+use courier_core::{
+    QueueName,
+    queue::{RedisQueue, Token},
+    repo::{self, AttemptEnd, ExecutionRecord, JobUpdate, Started},
+};
 use sqlx::PgPool;
 use tokio::{sync::mpsc, task::JoinHandle};
 
@@ -13,6 +17,9 @@ use tokio::{sync::mpsc, task::JoinHandle};
 #[derive(Debug)]
 pub enum Event {
     Started(Started),
+    /// An attempt that ended holding its lease; its outbox entry in Redis is dropped
+    /// once PostgreSQL has it.
+    Ended(QueueName, AttemptEnd),
     Record(ExecutionRecord),
     Update(JobUpdate),
 }
@@ -25,9 +32,17 @@ pub struct History {
 
 impl History {
     /// Starts the writer. It ends once every `History` is dropped and all is written.
-    pub fn spawn(db: PgPool, batch: usize, buffer: usize) -> (Self, JoinHandle<()>) {
+    pub fn spawn(
+        db: PgPool,
+        queue: RedisQueue,
+        batch: usize,
+        buffer: usize,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(buffer.max(1));
-        (Self { tx }, tokio::spawn(write_loop(db, rx, batch.max(1))))
+        (
+            Self { tx },
+            tokio::spawn(write_loop(db, queue, rx, batch.max(1))),
+        )
     }
 
     /// Queues an event; waits while the buffer is full (PostgreSQL down for long).
@@ -38,13 +53,22 @@ impl History {
     }
 }
 
-async fn write_loop(db: PgPool, mut rx: mpsc::Receiver<Event>, batch: usize) {
+async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>, batch: usize) {
     let mut events = Vec::with_capacity(batch);
     while rx.recv_many(&mut events, batch).await > 0 {
         let (mut started, mut records, mut updates) = (Vec::new(), Vec::new(), Vec::new());
+        let mut acks: std::collections::HashMap<QueueName, Vec<(courier_core::JobId, Token)>> =
+            Default::default();
         for event in events.drain(..) {
             match event {
                 Event::Started(s) => started.push(s),
+                Event::Ended(queue, end) => {
+                    acks.entry(queue)
+                        .or_default()
+                        .push((end.record.job_id, Token(end.record.token)));
+                    records.push(end.record);
+                    updates.push(end.update);
+                }
                 Event::Record(r) => records.push(r),
                 Event::Update(u) => updates.push(u),
             }
@@ -55,6 +79,12 @@ async fn write_loop(db: PgPool, mut rx: mpsc::Receiver<Event>, batch: usize) {
                 "writing history failed; holding it and retrying");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
+        }
+        for (name, entries) in acks {
+            if let Err(e) = queue.ack(&name, &entries).await {
+                // Harmless: the maintenance sweep finds the entries and replays them.
+                tracing::warn!(error = %e, "dropping outbox entries failed");
+            }
         }
     }
 }

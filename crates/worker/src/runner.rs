@@ -49,6 +49,7 @@ impl Worker {
         let db = db::connect_lazy(&settings.database)?;
         let (history, history_task) = History::spawn(
             db.clone(),
+            queue.clone(),
             settings.worker.history_batch,
             settings.worker.history_buffer,
         );

@@ -28,6 +28,10 @@ pub struct QueueKeys {
     pub seq: String,
     /// Wake-up tokens that idle workers block on.
     pub signal: String,
+    /// "id:token" -> record of an ended attempt, until PostgreSQL has it.
+    pub outbox: String,
+    /// Outbox entries by the time they were written.
+    pub outbox_at: String,
 }
 
 impl Keys {
@@ -52,6 +56,8 @@ impl Keys {
             leases: format!("{base}:leases"),
             seq: format!("{base}:seq"),
             signal: format!("{base}:signal"),
+            outbox: format!("{base}:outbox"),
+            outbox_at: format!("{base}:outbox-at"),
         }
     }
 

@@ -89,6 +89,17 @@ pub enum Completion {
     RetryAt(DateTime<Utc>),
 }
 
+/// The end of one attempt, for [`RedisQueue::complete`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    pub id: JobId,
+    pub token: Token,
+    pub priority: u8,
+    pub completion: Completion,
+    /// The attempt's record (an `AttemptEnd` as JSON), kept in Redis until PostgreSQL has it.
+    pub record: &'a str,
+}
+
 /// A job whose lease expired and was taken back.
 #[derive(Debug, Clone)]
 pub struct Reaped {
@@ -430,7 +441,7 @@ impl RedisQueue {
     pub async fn complete(
         &self,
         queue: &QueueName,
-        items: &[(JobId, Token, u8, Completion)],
+        items: &[Ending<'_>],
     ) -> Result<Vec<bool>, QueueError> {
         let k = self.keys.queue(queue);
         let mut call = SCRIPTS.complete.prepare_invoke();
@@ -441,16 +452,90 @@ impl RedisQueue {
             .key(&k.attempts)
             .key(&k.leases)
             .key(&k.seq)
-            .key(&k.signal);
-        for (id, token, priority, completion) in items {
-            let at = match completion {
+            .key(&k.signal)
+            .key(&k.outbox)
+            .key(&k.outbox_at);
+        for item in items {
+            let at = match item.completion {
                 Completion::Done => "-".to_string(),
                 Completion::RetryAt(at) => at.timestamp_millis().to_string(),
             };
-            call.arg(id.to_string()).arg(token.0).arg(at).arg(*priority);
+            call.arg(item.id.to_string())
+                .arg(item.token.0)
+                .arg(at)
+                .arg(item.priority)
+                .arg(item.record);
         }
         let applied: Vec<i64> = call.invoke_async(&mut self.conn().await?).await?;
         Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    /// Drops outbox entries whose records PostgreSQL now holds.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn ack(
+        &self,
+        queue: &QueueName,
+        entries: &[(JobId, Token)],
+    ) -> Result<(), QueueError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let k = self.keys.queue(queue);
+        let mut call = SCRIPTS.ack.prepare_invoke();
+        call.key(&k.outbox).key(&k.outbox_at);
+        for (id, token) in entries {
+            call.arg(format!("{id}:{}", token.0));
+        }
+        let _: i64 = call.invoke_async(&mut self.conn().await?).await?;
+        Ok(())
+    }
+
+    /// Outbox entries written more than `age` ago (their worker never acknowledged them),
+    /// oldest first: `(id, token, record)`.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn outbox_older_than(
+        &self,
+        queue: &QueueName,
+        age: Duration,
+        limit: usize,
+    ) -> Result<Vec<(JobId, Token, String)>, QueueError> {
+        let k = self.keys.queue(queue);
+        let before = chrono::Utc::now().timestamp_millis() - age.as_millis() as i64;
+        let mut conn = self.conn().await?;
+        let entries: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&k.outbox_at)
+            .arg("-inf")
+            .arg(before)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        if entries.is_empty() {
+            return Ok(vec![]);
+        }
+        let records: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&k.outbox)
+            .arg(&entries)
+            .query_async(&mut conn)
+            .await?;
+        let mut found = Vec::new();
+        for (entry, record) in entries.iter().zip(records) {
+            let Some((id, token)) = entry.split_once(':') else {
+                continue;
+            };
+            let (id, token) = (parse_id(id)?, parse_token(token)?);
+            match record {
+                Some(record) => found.push((id, token, record)),
+                // Acknowledged between the two reads, or a dangling index entry.
+                None => self.ack(queue, &[(id, token)]).await?,
+            }
+        }
+        Ok(found)
     }
 
     /// Extends the leases of `items`; returns the ids whose lease is gone.
@@ -644,6 +729,28 @@ impl RedisQueue {
             .query_async(&mut self.conn().await?)
             .await?;
         Ok(taken.map(|_| token))
+    }
+
+    /// Extends the reconcile lock to `ttl` from now if `token` still holds it; `false`
+    /// when it no longer does.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn extend_reconcile_lock(
+        &self,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let extend = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+        );
+        let extended: i64 = extend
+            .key(self.keys.reconcile_lock())
+            .arg(token)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(extended == 1)
     }
 
     /// Releases the reconcile lock if `token` still holds it.

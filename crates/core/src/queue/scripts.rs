@@ -14,6 +14,7 @@ pub(crate) struct Scripts {
     pub requeue: Script,
     pub cancel: Script,
     pub present: Script,
+    pub ack: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -25,4 +26,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     requeue: Script::new(include_str!("../../lua/requeue.lua")),
     cancel: Script::new(include_str!("../../lua/cancel.lua")),
     present: Script::new(include_str!("../../lua/present.lua")),
+    ack: Script::new(include_str!("../../lua/ack.lua")),
 });

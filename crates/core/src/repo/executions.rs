@@ -2,7 +2,7 @@
 //! starts, execution records and job state changes, many jobs per statement.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -10,7 +10,7 @@ use super::RepoError;
 use crate::domain::{JobId, JobState};
 
 /// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -45,7 +45,7 @@ pub struct Started {
 }
 
 /// One attempt, as recorded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutionRecord {
     pub job_id: JobId,
     pub attempt: i32,
@@ -63,7 +63,7 @@ pub struct ExecutionRecord {
 }
 
 /// A job's new state after an attempt (or after its lease was taken back).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobUpdate {
     pub id: JobId,
     /// The attempt this update comes from; an older token never overwrites a newer one.
@@ -75,6 +75,14 @@ pub struct JobUpdate {
     /// The attempt's outcome for the job's `last_*` fields; `None` leaves them (a job
     /// handed back at shutdown).
     pub last: Option<(Option<i16>, Option<String>, i32)>,
+}
+
+/// An attempt that ended holding its lease: its record and the job's new state, written
+/// together (and kept in Redis's outbox until PostgreSQL has them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptEnd {
+    pub record: ExecutionRecord,
+    pub update: JobUpdate,
 }
 
 /// An execution as read back.

@@ -5,7 +5,8 @@ mod executions;
 mod jobs;
 
 pub use executions::{
-    ExecutionRecord, ExecutionRow, JobUpdate, Outcome, Started, list_executions, record_history,
+    AttemptEnd, ExecutionRecord, ExecutionRow, JobUpdate, Outcome, Started, list_executions,
+    record_history,
 };
 pub use jobs::*;
 
