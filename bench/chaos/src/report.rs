@@ -123,7 +123,12 @@ async fn explain(
             .push((outcome.as_str(), *stale));
     }
     let mut reasons = BTreeMap::new();
+    let mut examples = 0;
     for id in duplicated {
+        if by_job.get(id.as_str()).map_or(0, Vec::len) < calls[*id] && examples < 5 {
+            examples += 1;
+            print_example(system, id).await;
+        }
         let extra = calls[*id] - 1;
         let history = by_job.get(id.as_str()).cloned().unwrap_or_default();
         let reason = if history.iter().any(|(o, _)| *o == "lease_expired") {
@@ -199,4 +204,33 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// Shows, on stderr, a job whose calls outnumber its records: when each call arrived and
+/// what each record says, to tell what happened.
+async fn print_example(system: &System, id: &str) {
+    let uuid: uuid::Uuid = id.parse().expect("job ids are uuids");
+    let rows: Vec<(i32, i64, String, bool, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT attempt, token, outcome, stale, worker, started_at FROM job_executions WHERE job_id = $1 ORDER BY started_at",
+    )
+    .bind(uuid)
+    .fetch_all(&system.env.db)
+    .await
+    .unwrap_or_default();
+    let arrivals: Vec<String> = system
+        .target
+        .received()
+        .iter()
+        .filter(|r| r.job_id().as_deref() == Some(id))
+        .map(|r| {
+            format!(
+                "{} attempt {}",
+                r.received_at.format("%H:%M:%S%.3f"),
+                r.header("x-courier-attempt").unwrap_or_default()
+            )
+        })
+        .collect();
+    eprintln!(
+        "job {id} without a record for every call:\n  calls: {arrivals:?}\n  records: {rows:?}"
+    );
 }

@@ -288,12 +288,12 @@ impl Maintenance {
             }
             let ends: Vec<repo::AttemptEnd> = entries
                 .iter()
-                .filter_map(|(_, _, record)| serde_json::from_str(record).ok())
+                .filter_map(|(_, record)| serde_json::from_str(record).ok())
                 .collect();
-            let (records, updates): (Vec<_>, Vec<_>) =
-                ends.into_iter().map(|e| (e.record, e.update)).unzip();
+            let updates: Vec<_> = ends.iter().filter_map(|e| e.update.clone()).collect();
+            let records: Vec<_> = ends.into_iter().map(|e| e.record).collect();
             repo::record_history(&self.db, &[], &records, &updates).await?;
-            let keys: Vec<_> = entries.iter().map(|(id, token, _)| (*id, *token)).collect();
+            let keys: Vec<String> = entries.into_iter().map(|(entry, _)| entry).collect();
             self.queue.ack(&queue, &keys).await?;
             flushed += keys.len();
         }

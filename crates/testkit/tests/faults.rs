@@ -505,3 +505,85 @@ fn courier_testkit_admin() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_of_the_api_loses_no_request() {
+    let env = TestEnv::new().await;
+    let port = courier_testkit::free_port();
+    let mut vars = env.process_env();
+    vars.push(("COURIER__SERVER__PORT".into(), port.to_string()));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let ready = |client: reqwest::Client, base: String| async move {
+        wait_until("the api to be ready", Duration::from_secs(20), || async {
+            client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        })
+        .await
+    };
+    let mut old = ChildProcess::spawn("courier-api", &["serve"], &vars);
+    ready(client.clone(), base.clone()).await;
+
+    // Eight clients, 150 jobs each, retrying (same Idempotency-Key) while no API listens.
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (client, base) = (client.clone(), base.clone());
+        clients.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..150 {
+                let key = format!("roll-{c}-{i}");
+                let job = json!({"target": {"url": format!("http://127.0.0.1:9/{key}")}});
+                loop {
+                    match client
+                        .post(format!("{base}/v1/jobs"))
+                        .header("idempotency-key", &key)
+                        .json(&job)
+                        .send()
+                        .await
+                    {
+                        Ok(response) => {
+                            statuses.push(response.status().as_u16());
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }
+            statuses
+        }));
+    }
+    wait_until(
+        "the stream to get going",
+        Duration::from_secs(20),
+        || async { (env.count_jobs(None).await >= 200).then_some(()) },
+    )
+    .await;
+    old.signal("TERM").await;
+    let exit = tokio::time::timeout(Duration::from_secs(30), old.wait())
+        .await
+        .expect("the api exits on SIGTERM");
+    assert!(exit.success(), "{}", old.output());
+    let _new = ChildProcess::spawn("courier-api", &["serve"], &vars);
+
+    let mut answers: HashMap<u16, usize> = HashMap::new();
+    for c in clients {
+        for status in c.await.unwrap() {
+            *answers.entry(status).or_default() += 1;
+        }
+    }
+    assert!(
+        answers.keys().all(|s| *s == 201 || *s == 200),
+        "only 201s, and 200s for retried keys: {answers:?}"
+    );
+    assert_eq!(answers.values().sum::<usize>(), 1200);
+    assert_eq!(
+        env.count_jobs(None).await,
+        1200,
+        "every request stored once"
+    );
+}

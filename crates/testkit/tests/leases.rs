@@ -122,14 +122,14 @@ fn succeeded(job: &courier_core::queue::Leased) -> String {
             started_at: now,
             finished_at: now,
         },
-        update: JobUpdate {
+        update: Some(JobUpdate {
             id: job.id,
             token: job.token.0,
             attempts: job.attempt as i32,
             state: JobState::Succeeded,
             run_at: None,
             last: Some((Some(200), None, 5)),
-        },
+        }),
     })
     .unwrap()
 }
@@ -162,7 +162,14 @@ async fn killed_after_ending(env: &TestEnv, id: &str, lose_the_outbox_too: bool)
     );
     if lose_the_outbox_too {
         queue
-            .ack(&default, &[(leased.id, leased.token)])
+            .ack(
+                &default,
+                &[courier_core::queue::outbox_entry(
+                    leased.id,
+                    leased.token,
+                    None,
+                )],
+            )
             .await
             .unwrap();
     }

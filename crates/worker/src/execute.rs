@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     JobState,
     domain::JobSpec,
-    queue::{Completion, Ending, Leased, RedisQueue, Unreadable},
+    queue::{Completion, Ending, Leased, RedisQueue, Token, Unreadable, outbox_entry},
     repo::{AttemptEnd, ExecutionRecord, JobUpdate, Outcome, Started},
 };
 use tokio::sync::OwnedSemaphorePermit;
@@ -167,7 +167,7 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
                 let last = (verdict.status_code.map(|c| c as i16), verdict.error.clone(), duration_ms);
                 let end = AttemptEnd {
                     record: record(verdict.outcome, false, verdict.status_code, verdict.error.clone(), excerpt),
-                    update: attempt_ended(job.id, job.token, job.attempt, verdict.state, verdict.retry_at, last),
+                    update: Some(attempt_ended(job.id, job.token, job.attempt, verdict.state, verdict.retry_at, last)),
                 };
                 let completion = verdict.retry_at.map_or(Completion::Done, Completion::RetryAt);
                 let applied = complete(&ctx, &job.queue, &job, completion, &end).await;
@@ -204,14 +204,14 @@ pub async fn reject_unreadable(ctx: Arc<Context>, queue: courier_core::QueueName
             started_at: now,
             finished_at: now,
         },
-        update: attempt_ended(
+        update: Some(attempt_ended(
             job.id,
             job.token,
             job.attempt,
             JobState::Dead,
             None,
             (None, Some(error), 0),
-        ),
+        )),
     };
     let json = serde_json::to_string(&end).expect("an attempt's end serialises");
     let item = [Ending {
@@ -229,19 +229,53 @@ pub async fn reject_unreadable(ctx: Arc<Context>, queue: courier_core::QueueName
 }
 
 /// Hands an ended attempt to the history writer: with its job update when the attempt
-/// still held its lease (its outbox entry is dropped once written), as a stale record
-/// that changes nothing when it did not.
+/// still held its lease (its outbox entry, written by the same script that ended the
+/// attempt, is dropped once recorded); as a stale record that changes nothing when it
+/// did not, kept in the outbox too so that a worker killed now loses nothing.
 async fn record_end(
     ctx: &Context,
     queue: &courier_core::QueueName,
     mut end: AttemptEnd,
     applied: bool,
 ) {
+    let (id, token) = (end.record.job_id, Token(end.record.token));
     if applied {
-        ctx.history.send(Event::Ended(queue.clone(), end)).await;
+        ctx.history
+            .send(Event::Ended(
+                queue.clone(),
+                outbox_entry(id, token, None),
+                end,
+            ))
+            .await;
     } else {
         end.record.stale = true;
-        ctx.history.send(Event::Record(end.record)).await;
+        end.update = None;
+        send_through_outbox(ctx, queue, outbox_entry(id, token, Some("stale")), end).await;
+    }
+}
+
+/// Keeps `end` in the outbox, then hands it to the history writer; with Redis
+/// unreachable, to the writer alone.
+pub(crate) async fn send_through_outbox(
+    ctx: &Context,
+    queue: &courier_core::QueueName,
+    entry: String,
+    end: AttemptEnd,
+) {
+    let json = serde_json::to_string(&end).expect("an attempt's end serialises");
+    match ctx.queue.outbox_put(queue, &entry, &json).await {
+        Ok(()) => {
+            ctx.history
+                .send(Event::Ended(queue.clone(), entry, end))
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not keep a record in the outbox; it is held in memory only");
+            ctx.history.send(Event::Record(end.record)).await;
+            if let Some(update) = end.update {
+                ctx.history.send(Event::Update(update)).await;
+            }
+        }
     }
 }
 

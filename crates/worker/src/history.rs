@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use courier_core::{
     QueueName,
-    queue::{RedisQueue, Token},
+    queue::RedisQueue,
     repo::{self, AttemptEnd, ExecutionRecord, JobUpdate, Started},
 };
 use sqlx::PgPool;
@@ -17,9 +17,9 @@ use tokio::{sync::mpsc, task::JoinHandle};
 #[derive(Debug)]
 pub enum Event {
     Started(Started),
-    /// An attempt that ended holding its lease; its outbox entry in Redis is dropped
-    /// once PostgreSQL has it.
-    Ended(QueueName, AttemptEnd),
+    /// How an attempt ended, kept in Redis's outbox under the given entry, which is
+    /// dropped once PostgreSQL has it.
+    Ended(QueueName, String, AttemptEnd),
     Record(ExecutionRecord),
     Update(JobUpdate),
 }
@@ -57,17 +57,14 @@ async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>
     let mut events = Vec::with_capacity(batch);
     while rx.recv_many(&mut events, batch).await > 0 {
         let (mut started, mut records, mut updates) = (Vec::new(), Vec::new(), Vec::new());
-        let mut acks: std::collections::HashMap<QueueName, Vec<(courier_core::JobId, Token)>> =
-            Default::default();
+        let mut acks: std::collections::HashMap<QueueName, Vec<String>> = Default::default();
         for event in events.drain(..) {
             match event {
                 Event::Started(s) => started.push(s),
-                Event::Ended(queue, end) => {
-                    acks.entry(queue)
-                        .or_default()
-                        .push((end.record.job_id, Token(end.record.token)));
+                Event::Ended(queue, entry, end) => {
+                    acks.entry(queue).or_default().push(entry);
                     records.push(end.record);
-                    updates.push(end.update);
+                    updates.extend(end.update);
                 }
                 Event::Record(r) => records.push(r),
                 Event::Update(u) => updates.push(u),

@@ -7,12 +7,16 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use courier_core::{
     JobId, JobState, QueueName,
-    repo::{ExecutionRecord, JobUpdate, Outcome},
+    queue::{Token, outbox_entry},
+    repo::{AttemptEnd, ExecutionRecord, JobUpdate, Outcome},
 };
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::{execute::Context, history::Event, inflight::AbortReason};
+use crate::{
+    execute::{Context, send_through_outbox},
+    inflight::AbortReason,
+};
 
 /// Renews every lease a third of the way through it, until `stop`.
 pub async fn heartbeat(ctx: Arc<Context>, stop: CancellationToken) {
@@ -57,8 +61,15 @@ pub async fn reaper(
                     for job in reaped {
                         tracing::warn!(job.id = %job.id, %queue, attempts = job.attempts, dead = job.dead,
                             "lease expired; the job was taken back");
-                        record_lost_attempt(&ctx, job.id, job.token.0, job.attempts, job.dead)
-                            .await;
+                        record_lost_attempt(
+                            &ctx,
+                            &queue,
+                            job.id,
+                            job.token,
+                            job.attempts,
+                            job.dead,
+                        )
+                        .await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, %queue, "reaping failed"),
@@ -67,13 +78,22 @@ pub async fn reaper(
     }
 }
 
-async fn record_lost_attempt(ctx: &Context, id: JobId, token: i64, attempts: u32, dead: bool) {
+/// Records the attempt a dead worker lost, through the outbox: the reaping worker may be
+/// killed too before its history lands.
+async fn record_lost_attempt(
+    ctx: &Context,
+    queue: &QueueName,
+    id: JobId,
+    token: Token,
+    attempts: u32,
+    dead: bool,
+) {
     let now = Utc::now();
-    ctx.history
-        .send(Event::Record(ExecutionRecord {
+    let end = AttemptEnd {
+        record: ExecutionRecord {
             job_id: id,
             attempt: attempts.max(1) as i32,
-            token,
+            token: token.0,
             worker: ctx.worker.clone(),
             outcome: Outcome::LeaseExpired,
             stale: false,
@@ -83,12 +103,10 @@ async fn record_lost_attempt(ctx: &Context, id: JobId, token: i64, attempts: u32
             response_excerpt: None,
             started_at: now,
             finished_at: now,
-        }))
-        .await;
-    ctx.history
-        .send(Event::Update(JobUpdate {
+        },
+        update: Some(JobUpdate {
             id,
-            token,
+            token: token.0,
             attempts: attempts as i32,
             state: if dead {
                 JobState::Dead
@@ -97,8 +115,9 @@ async fn record_lost_attempt(ctx: &Context, id: JobId, token: i64, attempts: u32
             },
             run_at: (!dead).then_some(now),
             last: Some((None, Some("lease expired".into()), 0)),
-        }))
-        .await;
+        }),
+    };
+    send_through_outbox(ctx, queue, outbox_entry(id, token, Some("reaped")), end).await;
 }
 
 /// Aborts running calls announced on the cancel channel, reconnecting with capped

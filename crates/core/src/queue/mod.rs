@@ -89,6 +89,15 @@ pub enum Completion {
     RetryAt(DateTime<Utc>),
 }
 
+/// The outbox entry of an attempt's record: `id:token`, with a kind for records other
+/// than the attempt's own end (`reaped`, `stale`).
+pub fn outbox_entry(id: JobId, token: Token, kind: Option<&str>) -> String {
+    match kind {
+        Some(kind) => format!("{id}:{}:{kind}", token.0),
+        None => format!("{id}:{}", token.0),
+    }
+}
+
 /// The end of one attempt, for [`RedisQueue::complete`].
 #[derive(Debug, Clone, Copy)]
 pub struct Ending<'a> {
@@ -470,30 +479,48 @@ impl RedisQueue {
         Ok(applied.into_iter().map(|a| a == 1).collect())
     }
 
+    /// Keeps `record` in the outbox under `entry` until PostgreSQL has it.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn outbox_put(
+        &self,
+        queue: &QueueName,
+        entry: &str,
+        record: &str,
+    ) -> Result<(), QueueError> {
+        let k = self.keys.queue(queue);
+        let _: i64 = SCRIPTS
+            .outbox_put
+            .key(&k.outbox)
+            .key(&k.outbox_at)
+            .arg(entry)
+            .arg(record)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     /// Drops outbox entries whose records PostgreSQL now holds.
     ///
     /// # Errors
     /// Redis unreachable.
-    pub async fn ack(
-        &self,
-        queue: &QueueName,
-        entries: &[(JobId, Token)],
-    ) -> Result<(), QueueError> {
+    pub async fn ack(&self, queue: &QueueName, entries: &[String]) -> Result<(), QueueError> {
         if entries.is_empty() {
             return Ok(());
         }
         let k = self.keys.queue(queue);
         let mut call = SCRIPTS.ack.prepare_invoke();
         call.key(&k.outbox).key(&k.outbox_at);
-        for (id, token) in entries {
-            call.arg(format!("{id}:{}", token.0));
+        for entry in entries {
+            call.arg(entry);
         }
         let _: i64 = call.invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
-    /// Outbox entries written more than `age` ago (their worker never acknowledged them),
-    /// oldest first: `(id, token, record)`.
+    /// Outbox entries written more than `age` ago (no worker acknowledged them), oldest
+    /// first: `(entry, record)`.
     ///
     /// # Errors
     /// Redis unreachable.
@@ -502,7 +529,7 @@ impl RedisQueue {
         queue: &QueueName,
         age: Duration,
         limit: usize,
-    ) -> Result<Vec<(JobId, Token, String)>, QueueError> {
+    ) -> Result<Vec<(String, String)>, QueueError> {
         let k = self.keys.queue(queue);
         let before = chrono::Utc::now().timestamp_millis() - age.as_millis() as i64;
         let mut conn = self.conn().await?;
@@ -524,17 +551,15 @@ impl RedisQueue {
             .query_async(&mut conn)
             .await?;
         let mut found = Vec::new();
-        for (entry, record) in entries.iter().zip(records) {
-            let Some((id, token)) = entry.split_once(':') else {
-                continue;
-            };
-            let (id, token) = (parse_id(id)?, parse_token(token)?);
+        let mut dangling = Vec::new();
+        for (entry, record) in entries.into_iter().zip(records) {
             match record {
-                Some(record) => found.push((id, token, record)),
-                // Acknowledged between the two reads, or a dangling index entry.
-                None => self.ack(queue, &[(id, token)]).await?,
+                Some(record) => found.push((entry, record)),
+                // Acknowledged between the two reads.
+                None => dangling.push(entry),
             }
         }
+        self.ack(queue, &dangling).await?;
         Ok(found)
     }
 

@@ -15,6 +15,7 @@ pub(crate) struct Scripts {
     pub cancel: Script,
     pub present: Script,
     pub ack: Script,
+    pub outbox_put: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -27,4 +28,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cancel: Script::new(include_str!("../../lua/cancel.lua")),
     present: Script::new(include_str!("../../lua/present.lua")),
     ack: Script::new(include_str!("../../lua/ack.lua")),
+    outbox_put: Script::new(include_str!("../../lua/outbox_put.lua")),
 });

@@ -77,12 +77,13 @@ pub struct JobUpdate {
     pub last: Option<(Option<i16>, Option<String>, i32)>,
 }
 
-/// An attempt that ended holding its lease: its record and the job's new state, written
-/// together (and kept in Redis's outbox until PostgreSQL has them).
+/// How an attempt ended: its record and, when it held its lease to the end, the job's new
+/// state; written together, and kept in Redis's outbox until PostgreSQL has them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptEnd {
     pub record: ExecutionRecord,
-    pub update: JobUpdate,
+    /// `None` for a record that changes nothing (a stale result).
+    pub update: Option<JobUpdate>,
 }
 
 /// An execution as read back.
