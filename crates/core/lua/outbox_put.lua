@@ -1,9 +1,11 @@
--- Keeps a record in the outbox until PostgreSQL has it (a reaped attempt, a stale result).
+-- Keeps records in the outbox until PostgreSQL has them (reaped attempts, stale results).
 -- KEYS[1]: outbox hash   KEYS[2]: outbox zset
--- ARGV[1]: entry ("id:token:kind")   ARGV[2]: the record (JSON)
--- Returns: 1
+-- ARGV: pairs: entry ("id:token:kind"), the record (JSON)
+-- Returns: how many records were kept
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], now, ARGV[1])
-return 1
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], now, ARGV[i])
+end
+return #ARGV / 2

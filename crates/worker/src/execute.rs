@@ -250,27 +250,41 @@ async fn record_end(
     } else {
         end.record.stale = true;
         end.update = None;
-        send_through_outbox(ctx, queue, outbox_entry(id, token, Some("stale")), end).await;
+        send_through_outbox(
+            ctx,
+            queue,
+            vec![(outbox_entry(id, token, Some("stale")), end)],
+        )
+        .await;
     }
 }
 
-/// Keeps `end` in the outbox, then hands it to the history writer; with Redis
-/// unreachable, to the writer alone.
+/// Keeps the `(entry, end)`s in the outbox (one round trip), then hands them to the
+/// history writer; with Redis unreachable, to the writer alone.
 pub(crate) async fn send_through_outbox(
     ctx: &Context,
     queue: &courier_core::QueueName,
-    entry: String,
-    end: AttemptEnd,
+    ends: Vec<(String, AttemptEnd)>,
 ) {
-    let json = serde_json::to_string(&end).expect("an attempt's end serialises");
-    match ctx.queue.outbox_put(queue, &entry, &json).await {
-        Ok(()) => {
+    let records: Vec<(String, String)> = ends
+        .iter()
+        .map(|(entry, end)| {
+            (
+                entry.clone(),
+                serde_json::to_string(end).expect("an attempt's end serialises"),
+            )
+        })
+        .collect();
+    let kept = ctx.queue.outbox_put(queue, &records).await;
+    if let Err(e) = &kept {
+        tracing::warn!(error = %e, "could not keep records in the outbox; they are held in memory only");
+    }
+    for (entry, end) in ends {
+        if kept.is_ok() {
             ctx.history
                 .send(Event::Ended(queue.clone(), entry, end))
-                .await
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not keep a record in the outbox; it is held in memory only");
+                .await;
+        } else {
             ctx.history.send(Event::Record(end.record)).await;
             if let Some(update) = end.update {
                 ctx.history.send(Event::Update(update)).await;

@@ -58,19 +58,21 @@ pub async fn reaper(
         for queue in queues() {
             match ctx.queue.reap(&queue, 500).await {
                 Ok(reaped) => {
+                    let mut ends = Vec::with_capacity(reaped.len());
                     for job in reaped {
                         tracing::warn!(job.id = %job.id, %queue, attempts = job.attempts, dead = job.dead,
                             "lease expired; the job was taken back");
-                        record_lost_attempt(
+                        ends.push(lost_attempt(
                             &ctx,
-                            &queue,
                             job.id,
                             job.token,
                             job.attempts,
                             job.dead,
-                        )
-                        .await;
+                        ));
                     }
+                    // Through the outbox: the reaping worker may be killed too before its
+                    // history lands.
+                    send_through_outbox(&ctx, &queue, ends).await;
                 }
                 Err(e) => tracing::warn!(error = %e, %queue, "reaping failed"),
             }
@@ -78,16 +80,14 @@ pub async fn reaper(
     }
 }
 
-/// Records the attempt a dead worker lost, through the outbox: the reaping worker may be
-/// killed too before its history lands.
-async fn record_lost_attempt(
+/// The record of the attempt a dead worker lost, and the job's state after it.
+fn lost_attempt(
     ctx: &Context,
-    queue: &QueueName,
     id: JobId,
     token: Token,
     attempts: u32,
     dead: bool,
-) {
+) -> (String, AttemptEnd) {
     let now = Utc::now();
     let end = AttemptEnd {
         record: ExecutionRecord {
@@ -117,7 +117,7 @@ async fn record_lost_attempt(
             last: Some((None, Some("lease expired".into()), 0)),
         }),
     };
-    send_through_outbox(ctx, queue, outbox_entry(id, token, Some("reaped")), end).await;
+    (outbox_entry(id, token, Some("reaped")), end)
 }
 
 /// Aborts running calls announced on the cancel channel, reconnecting with capped

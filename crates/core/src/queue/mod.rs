@@ -479,25 +479,25 @@ impl RedisQueue {
         Ok(applied.into_iter().map(|a| a == 1).collect())
     }
 
-    /// Keeps `record` in the outbox under `entry` until PostgreSQL has it.
+    /// Keeps each `(entry, record)` in the outbox until PostgreSQL has it.
     ///
     /// # Errors
     /// Redis unreachable.
     pub async fn outbox_put(
         &self,
         queue: &QueueName,
-        entry: &str,
-        record: &str,
+        records: &[(String, String)],
     ) -> Result<(), QueueError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let k = self.keys.queue(queue);
-        let _: i64 = SCRIPTS
-            .outbox_put
-            .key(&k.outbox)
-            .key(&k.outbox_at)
-            .arg(entry)
-            .arg(record)
-            .invoke_async(&mut self.conn().await?)
-            .await?;
+        let mut call = SCRIPTS.outbox_put.prepare_invoke();
+        call.key(&k.outbox).key(&k.outbox_at);
+        for (entry, record) in records {
+            call.arg(entry).arg(record);
+        }
+        let _: i64 = call.invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
