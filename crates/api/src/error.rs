@@ -147,3 +147,12 @@ impl From<sqlx::Error> for ApiError {
         RepoError::from(e).into()
     }
 }
+
+impl From<crate::intake::IntakeError> for ApiError {
+    fn from(e: crate::intake::IntakeError) -> Self {
+        match e {
+            crate::intake::IntakeError::Unavailable => Self::Unavailable("PostgreSQL"),
+            crate::intake::IntakeError::Failed(cause) => Self::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}

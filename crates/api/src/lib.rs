@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod intake;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

@@ -37,10 +37,18 @@ impl Application {
         queue.warn_on_unsafe_settings().await;
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
+        let settings = Arc::new(settings);
+        let maintenance = courier_core::maintenance::Maintenance {
+            db: db.clone(),
+            queue: queue.clone(),
+            settings: settings.clone(),
+        };
+        let intake = crate::intake::Intake::spawn(maintenance);
         let state = AppState {
             db,
+            intake,
             queue,
-            settings: Arc::new(settings),
+            settings,
         };
         Ok(Self {
             listener,

@@ -9,6 +9,8 @@ use sqlx::PgPool;
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// Group commit of single-job submissions.
+    pub intake: crate::intake::Intake,
     pub queue: RedisQueue,
     pub settings: Arc<Settings>,
 }

@@ -69,13 +69,27 @@ impl Maintenance {
     /// Sends jobs to Redis and marks them dispatched. Failure is logged, not returned: the
     /// jobs are safe in PostgreSQL and the dispatcher will retry them.
     pub async fn dispatch_now(&self, jobs: &[Dispatch]) {
+        if self.enqueue_now(jobs).await {
+            self.mark_dispatched(jobs).await;
+        }
+    }
+
+    /// Sends jobs to Redis; `false` (logged) when Redis could not take them.
+    pub async fn enqueue_now(&self, jobs: &[Dispatch]) -> bool {
         if jobs.is_empty() {
-            return;
+            return false;
         }
-        if let Err(e) = self.queue.enqueue(jobs).await {
-            tracing::warn!(error = %e, jobs = jobs.len(), "dispatch to redis failed; the dispatcher will retry");
-            return;
+        match self.queue.enqueue(jobs).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = jobs.len(), "dispatch to redis failed; the dispatcher will retry");
+                false
+            }
         }
+    }
+
+    /// Records that `jobs` are in Redis, so the dispatcher leaves them alone.
+    pub async fn mark_dispatched(&self, jobs: &[Dispatch]) {
         let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
         if let Err(e) = repo::mark_dispatched(&self.db, &ids).await {
             tracing::warn!(error = %e, "marking jobs dispatched failed; they may be dispatched again");
@@ -98,7 +112,7 @@ impl Maintenance {
         let jobs: Vec<Dispatch> = rows.iter().filter_map(|r| r.to_dispatch()).collect();
         self.queue.enqueue(&jobs).await?;
         let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
-        repo::mark_dispatched(&mut *tx, &ids).await?;
+        repo::mark_dispatched_in(&mut *tx, &ids).await?;
         tx.commit().await?;
         tracing::info!(jobs = ids.len(), "dispatched jobs that had missed redis");
         Ok(ids.len())

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     error::{ApiError, Problem},
     extract::{ApiJson, JobIdPath},
+    intake::Admission,
     state::AppState,
     views::{BatchAccepted, BatchRequest, ExecutionList, JobPage, JobView},
 };
@@ -57,23 +58,14 @@ pub async fn create_job(
         key,
         request_hash: Sha256::digest(&body.raw).to_vec(),
     });
-    let inserted = repo::insert_jobs(
-        &state.db,
-        std::slice::from_ref(&job),
-        idempotency.as_ref(),
-        now,
-    )
-    .await?;
-    if inserted.is_empty() {
-        let idempotency = idempotency.expect("only a taken idempotency key skips the insert");
-        return replay(&state, &idempotency).await;
-    }
-    let row = JobRow::from_new(&job, now);
-    state
-        .maintenance()
-        .dispatch_now(&row.to_dispatch().into_iter().collect::<Vec<_>>())
-        .await;
-    let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id))
+    let row = match state.intake.submit(job, idempotency.clone()).await? {
+        Admission::Created(row) => row,
+        Admission::KeyTaken => {
+            let idempotency = idempotency.expect("only a taken idempotency key skips the insert");
+            return replay(&state, &idempotency).await;
+        }
+    };
+    let location = HeaderValue::from_str(&format!("/v1/jobs/{}", row.id))
         .expect("a uuid path is a valid header");
     Ok((
         StatusCode::CREATED,
@@ -159,7 +151,7 @@ pub async fn create_batch(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    repo::insert_jobs(&state.db, &jobs, None, now).await?;
+    repo::insert_jobs(&state.db, &jobs, &[], now).await?;
     let dispatches: Vec<_> = jobs
         .iter()
         .filter_map(|j| JobRow::from_new(j, now).to_dispatch())

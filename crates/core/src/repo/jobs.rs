@@ -80,17 +80,19 @@ pub struct Idempotency {
     pub request_hash: Vec<u8>,
 }
 
-/// Inserts jobs in one statement (all or none). With an idempotency key, a job whose key
-/// is already taken is not inserted; the returned ids are the jobs actually inserted.
+/// Inserts jobs in one statement (all or none). `idempotency` gives each job its key (or
+/// is empty when none has one); a job whose key is already taken, or repeated earlier in
+/// the same call, is not inserted. Returns the ids of the jobs actually inserted.
 ///
 /// # Errors
 /// PostgreSQL unreachable or refusing the rows.
 pub async fn insert_jobs(
     db: impl PgExecutor<'_>,
     jobs: &[NewJob],
-    idempotency: Option<&Idempotency>,
+    idempotency: &[Option<Idempotency>],
     now: DateTime<Utc>,
 ) -> Result<Vec<JobId>, RepoError> {
+    let key = |i: usize| idempotency.get(i).and_then(Option::as_ref);
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id.as_uuid()).collect();
     let queues: Vec<String> = jobs.iter().map(|j| j.queue.to_string()).collect();
     let states: Vec<String> = jobs
@@ -115,13 +117,11 @@ pub async fn insert_jobs(
         .collect();
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.spec.max_attempts as i32).collect();
     let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.run_at).collect();
-    let keys: Vec<Option<String>> = jobs
-        .iter()
-        .map(|_| idempotency.map(|i| i.key.clone()))
+    let keys: Vec<Option<String>> = (0..jobs.len())
+        .map(|i| key(i).map(|k| k.key.clone()))
         .collect();
-    let hashes: Vec<Option<Vec<u8>>> = jobs
-        .iter()
-        .map(|_| idempotency.map(|i| i.request_hash.clone()))
+    let hashes: Vec<Option<Vec<u8>>> = (0..jobs.len())
+        .map(|i| key(i).map(|k| k.request_hash.clone()))
         .collect();
     let inserted = sqlx::query_scalar!(
         r#"INSERT INTO jobs (id, queue, state, priority, spec, labels, max_attempts, run_at, idempotency_key, request_hash)
@@ -164,11 +164,27 @@ pub async fn find_by_idempotency_key(
     Ok(row.map(|r| (r.id, r.hash)))
 }
 
-/// Marks jobs as present in Redis.
+/// Marks jobs as present in Redis. The commit does not wait for the disk: a mark lost
+/// in a PostgreSQL crash only makes the dispatcher send a job again, which Redis ignores
+/// while it holds the job.
 ///
 /// # Errors
 /// PostgreSQL unreachable.
-pub async fn mark_dispatched(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<(), RepoError> {
+pub async fn mark_dispatched(db: &sqlx::PgPool, ids: &[JobId]) -> Result<(), RepoError> {
+    let mut tx = db.begin().await?;
+    sqlx::query!("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    mark_dispatched_in(&mut *tx, ids).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`mark_dispatched`] within the caller's transaction.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn mark_dispatched_in(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<(), RepoError> {
     let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
     sqlx::query!(
         "UPDATE jobs SET dispatched = true WHERE id = ANY($1) AND NOT dispatched",
