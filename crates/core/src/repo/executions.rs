@@ -101,7 +101,8 @@ pub struct ExecutionRow {
     pub finished_at: DateTime<Utc>,
 }
 
-/// Every attempt of a job, oldest first.
+/// Every attempt of a job, by attempt number. (A reaped attempt's record is written when
+/// its lease is taken back, which can be after the next attempt started.)
 ///
 /// # Errors
 /// PostgreSQL unreachable.
@@ -110,7 +111,7 @@ pub async fn list_executions(db: &PgPool, id: JobId) -> Result<Vec<ExecutionRow>
         ExecutionRow,
         "SELECT attempt, worker, outcome, stale, status_code, error, duration_ms, response_excerpt,
                 started_at, finished_at
-         FROM job_executions WHERE job_id = $1 ORDER BY started_at, id",
+         FROM job_executions WHERE job_id = $1 ORDER BY attempt, started_at, id",
         id as JobId
     )
     .fetch_all(db)
