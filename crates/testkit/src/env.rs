@@ -86,6 +86,13 @@ impl TestEnv {
         ]
     }
 
+    /// [`Self::process_env`] plus `extra`.
+    pub fn process_env_with(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut vars = self.process_env();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        vars
+    }
+
     /// Jobs in the database, by state name.
     pub async fn count_jobs(&self, state: Option<&str>) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM jobs WHERE $1::text IS NULL OR state::text = $1")

@@ -74,3 +74,39 @@ impl ChildProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+impl ChildProcess {
+    /// Starts a `courier-worker` with `env` and waits for its start-up line.
+    pub async fn start_worker(env: &[(String, String)]) -> Self {
+        let worker = Self::spawn("courier-worker", &[], env);
+        crate::wait_until(
+            "the worker to start",
+            std::time::Duration::from_secs(20),
+            || async {
+                worker
+                    .output()
+                    .contains("courier-worker started")
+                    .then_some(())
+            },
+        )
+        .await;
+        worker
+    }
+
+    /// For a `courier-api` started with port 0 and JSON logs: the port it listens on.
+    pub async fn api_port(&self) -> u16 {
+        crate::wait_until(
+            "the api to listen",
+            std::time::Duration::from_secs(20),
+            || async {
+                self.output().lines().find_map(|line| {
+                    let line: serde_json::Value = serde_json::from_str(line).ok()?;
+                    (line["message"] == "courier-api listening")
+                        .then(|| line["port"].as_u64())?
+                        .map(|p| p as u16)
+                })
+            },
+        )
+        .await
+    }
+}

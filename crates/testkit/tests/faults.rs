@@ -53,22 +53,8 @@ async fn wait_all_terminal(
     .await
 }
 
-fn worker_env(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut vars = env.process_env();
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    vars
-}
-
 async fn start_worker(env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
-    let worker = ChildProcess::spawn("courier-worker", &[], &worker_env(env, extra));
-    wait_until("the worker to start", Duration::from_secs(20), || async {
-        worker
-            .output()
-            .contains("courier-worker started")
-            .then_some(())
-    })
-    .await;
-    worker
+    ChildProcess::start_worker(&env.process_env_with(extra)).await
 }
 
 async fn executions(env: &TestEnv) -> Vec<(String, String, bool)> {
@@ -463,13 +449,7 @@ async fn a_redis_that_can_evict_jobs_is_reported_at_start_and_by_readyz() {
     vars.push(("COURIER__SERVER__PORT".into(), "0".into()));
     let api = ChildProcess::spawn("courier-api", &["serve"], &vars);
     let worker = ChildProcess::spawn("courier-worker", &[], &vars);
-    let port = wait_until("the api to listen", Duration::from_secs(20), || async {
-        api.output().lines().find_map(|line| {
-            let line: Value = serde_json::from_str(line).ok()?;
-            (line["message"] == "courier-api listening").then(|| line["port"].as_u64())?
-        })
-    })
-    .await;
+    let port = api.api_port().await;
     for (name, process) in [("api", &api), ("worker", &worker)] {
         let logged = wait_until("the eviction error", Duration::from_secs(20), || async {
             process

@@ -6,19 +6,8 @@ use std::{collections::HashMap, time::Duration};
 use courier_testkit::{ChildProcess, Target, TestApp, TestEnv, wait_until};
 use serde_json::{Value, json};
 
-/// Starts a worker process and waits for its start-up line.
 async fn start_worker(env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
-    let mut vars = env.process_env();
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let worker = ChildProcess::spawn("courier-worker", &[], &vars);
-    wait_until("the worker to start", Duration::from_secs(20), || async {
-        worker
-            .output()
-            .contains("courier-worker started")
-            .then_some(())
-    })
-    .await;
-    worker
+    ChildProcess::start_worker(&env.process_env_with(extra)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -107,13 +96,7 @@ async fn an_authorization_value_appears_in_no_answer_record_or_log_line() {
     vars.push(("COURIER__SERVER__PORT".into(), "0".into()));
     vars.push(("COURIER__TELEMETRY__FILTER".into(), "trace".into()));
     let api = ChildProcess::spawn("courier-api", &["serve"], &vars);
-    let port = wait_until("the api to listen", Duration::from_secs(20), || async {
-        api.output().lines().find_map(|line| {
-            let line: Value = serde_json::from_str(line).ok()?;
-            (line["message"] == "courier-api listening").then(|| line["port"].as_u64())?
-        })
-    })
-    .await;
+    let port = api.api_port().await;
     let worker = start_worker(&env, &[("COURIER__TELEMETRY__FILTER", "trace")]).await;
 
     let base = format!("http://127.0.0.1:{port}");
