@@ -66,6 +66,27 @@ impl TestApp {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// Submits `n` jobs (`job(i)` for each) through `POST /v1/jobs/batch`, 1000 a
+    /// request; panics unless each batch is accepted. Returns the ids in order.
+    pub async fn submit_many(&self, n: usize, job: impl Fn(usize) -> Value) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for start in (0..n).step_by(1000) {
+            let jobs: Vec<Value> = (start..n.min(start + 1000)).map(&job).collect();
+            let (status, body) = self
+                .post("/v1/jobs/batch", &serde_json::json!({"jobs": jobs}))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            ids.extend(
+                body["ids"]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|id| id.as_str().expect("id").to_owned()),
+            );
+        }
+        ids
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         let (status, body) = self.get(&format!("/v1/jobs/{id}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");

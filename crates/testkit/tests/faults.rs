@@ -13,24 +13,6 @@ use courier_testkit::{
 };
 use serde_json::{Value, json};
 
-/// Submits `n` jobs calling `url` in batches; returns their ids.
-async fn submit_many(app: &TestApp, n: usize, job: impl Fn(usize) -> Value) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    for start in (0..n).step_by(1000) {
-        let jobs: Vec<Value> = (start..n.min(start + 1000)).map(&job).collect();
-        let (status, body) = app.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
-        assert_eq!(status, 201, "{body}");
-        ids.extend(
-            body["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|id| id.as_str().unwrap().to_owned()),
-        );
-    }
-    ids
-}
-
 /// Waits until every job in `ids` is in a terminal state; returns the states by id.
 async fn wait_all_terminal(
     env: &TestEnv,
@@ -75,12 +57,12 @@ async fn the_jobs_of_a_killed_worker_run_again_within_the_lease() {
     let app = TestApp::spawn(env.settings.clone()).await;
     let lease = LEASE_MS.to_string();
     let mut doomed = start_worker(&env, &[("COURIER__WORKER__LEASE_MS", &lease)]).await;
-    let ids = submit_many(
-        &app,
-        50,
-        |_| json!({"target": {"url": target.url("/long")}, "timeout_ms": 300_000}),
-    )
-    .await;
+    let ids = app
+        .submit_many(
+            50,
+            |_| json!({"target": {"url": target.url("/long")}, "timeout_ms": 300_000}),
+        )
+        .await;
     wait_until("50 calls in flight", Duration::from_secs(20), || async {
         (target.count() == 50).then_some(())
     })
@@ -189,12 +171,9 @@ async fn sigterm_lets_calls_in_flight_finish_and_hands_back_the_rest() {
 
     // Within the grace period: all 100 calls finish, none runs twice.
     let mut worker = start_worker(&env, &[]).await;
-    let ids = submit_many(
-        &app,
-        100,
-        |_| json!({"target": {"url": target.url("/finish")}}),
-    )
-    .await;
+    let ids = app
+        .submit_many(100, |_| json!({"target": {"url": target.url("/finish")}}))
+        .await;
     wait_until("100 calls in flight", Duration::from_secs(20), || async {
         (target.count() == 100).then_some(())
     })
@@ -214,12 +193,12 @@ async fn sigterm_lets_calls_in_flight_finish_and_hands_back_the_rest() {
     replies.push(Reply::status(200));
     target.script("/endless", replies);
     let mut worker = start_worker(&env, &[("COURIER__WORKER__SHUTDOWN_GRACE_MS", "500")]).await;
-    let ids = submit_many(
-        &app,
-        20,
-        |_| json!({"target": {"url": target.url("/endless")}, "max_attempts": 1}),
-    )
-    .await;
+    let ids = app
+        .submit_many(
+            20,
+            |_| json!({"target": {"url": target.url("/endless")}, "max_attempts": 1}),
+        )
+        .await;
     wait_until("20 calls in flight", Duration::from_secs(20), || async {
         (target.received_on("/endless").len() == 20).then_some(())
     })
@@ -327,27 +306,19 @@ async fn after_flushall_every_queued_scheduled_and_running_job_ends_terminal() {
     settings.worker.concurrency = 300;
     let _worker = WorkerHandle::spawn(settings).await;
 
-    let mut ids = submit_many(
-        &app,
-        300,
-        |_| json!({"target": {"url": target.url("/work")}}),
-    )
-    .await;
+    let mut ids = app
+        .submit_many(300, |_| json!({"target": {"url": target.url("/work")}}))
+        .await;
     wait_until("300 running", Duration::from_secs(20), || async {
         (target.count() == 300).then_some(())
     })
     .await;
     ids.extend(
-        submit_many(
-            &app,
-            400,
-            |_| json!({"target": {"url": target.url("/work")}}),
-        )
-        .await,
+        app.submit_many(400, |_| json!({"target": {"url": target.url("/work")}}))
+            .await,
     );
     ids.extend(
-        submit_many(
-            &app,
+        app.submit_many(
             300,
             |_| json!({"target": {"url": target.url("/work")}, "delay_ms": 3000}),
         )
@@ -393,12 +364,9 @@ async fn with_postgresql_stopped_writes_get_503_and_no_execution_record_is_lost(
     settings.database.connect_timeout_ms = 1000;
     let app = TestApp::spawn(settings.clone()).await;
     let _worker = WorkerHandle::spawn(settings).await;
-    let ids = submit_many(
-        &app,
-        500,
-        |_| json!({"target": {"url": target.url("/busy")}}),
-    )
-    .await;
+    let ids = app
+        .submit_many(500, |_| json!({"target": {"url": target.url("/busy")}}))
+        .await;
     wait_until("calls in flight", Duration::from_secs(20), || async {
         (target.count() >= 200).then_some(())
     })

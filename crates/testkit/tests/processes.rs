@@ -20,21 +20,12 @@ async fn three_worker_processes_drain_2000_jobs_each_called_exactly_once() {
         workers.push(start_worker(&env, &[]).await);
     }
 
-    let mut ids = Vec::new();
-    for chunk in 0..2 {
-        let jobs: Vec<Value> = (0..1000)
-            .map(|i| json!({"target": {"url": target.url(&format!("/drain/{chunk}/{i}"))}}))
-            .collect();
-        let (status, body) = app.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
-        assert_eq!(status, 201, "{body}");
-        ids.extend(
-            body["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|id| id.as_str().unwrap().to_owned()),
-        );
-    }
+    let ids = app
+        .submit_many(
+            2000,
+            |i| json!({"target": {"url": target.url(&format!("/drain/{i}"))}}),
+        )
+        .await;
     wait_until("2000 jobs to succeed", Duration::from_secs(120), || async {
         (env.count_jobs(Some("succeeded")).await == 2000).then_some(())
     })

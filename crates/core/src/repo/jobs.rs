@@ -228,17 +228,7 @@ pub async fn lock_undispatched(
 /// # Errors
 /// PostgreSQL unreachable.
 pub async fn get_job(db: impl PgExecutor<'_>, id: JobId) -> Result<Option<JobRow>, RepoError> {
-    let row = sqlx::query_as!(
-        JobRow,
-        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
-                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
-                  last_duration_ms, created_at, updated_at, finished_at
-           FROM jobs WHERE id = $1"#,
-        id as JobId
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(row)
+    Ok(get_jobs(db, &[id]).await?.pop())
 }
 
 /// One job, locked for the rest of the transaction.
