@@ -173,6 +173,8 @@ pub struct RedisQueue {
 }
 
 const REGISTER_EVERY: Duration = Duration::from_secs(10);
+/// Wake-up tokens a new queue leaves for idle workers (the same cap as `enqueue.lua`).
+const WAKE_TOKENS: usize = 32;
 
 impl RedisQueue {
     /// Builds the pool; connections are made on first use, so a process can start while
@@ -332,8 +334,13 @@ impl RedisQueue {
         }
         let new: i64 = conn.sadd(self.keys.queues(), queue.as_str()).await?;
         if new == 1 {
-            let _: i64 = conn.rpush(self.keys.queues_signal(), "1").await?;
-            let _: () = conn.ltrim(self.keys.queues_signal(), -32, -1).await?;
+            // One token per idle worker (up to 32), or only the first would hear of it and
+            // the rest would find the queue at their next idle poll.
+            let _: () = redis::pipe()
+                .rpush(self.keys.queues_signal(), &["1"; WAKE_TOKENS])
+                .ltrim(self.keys.queues_signal(), -(WAKE_TOKENS as isize), -1)
+                .query_async(&mut **conn)
+                .await?;
         }
         self.registered
             .lock()
