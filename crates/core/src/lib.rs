@@ -2,12 +2,15 @@
 //! operation), the PostgreSQL repository that is the system of record, settings and
 //! telemetry. The API and the worker are thin layers over this crate.
 
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod maintenance;
+pub mod outbound;
 pub mod queue;
 pub mod repo;
 pub mod settings;
+pub mod signing;
 pub mod telemetry;
 
 pub use domain::{JobId, JobState, QueueName};

@@ -18,6 +18,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub outbound: OutboundSettings,
+    pub signing: SigningSettings,
+    pub secrets: SecretSettings,
 }
 
 /// The API's listener and request limits.
@@ -67,6 +71,10 @@ pub struct RedisSettings {
 pub struct JobLimits {
     pub max_timeout_ms: u64,
     pub max_body_bytes: usize,
+    /// Most headers a job's target may carry.
+    pub max_headers: usize,
+    /// Most bytes of header names and values a job's target may carry, in all.
+    pub max_header_bytes: usize,
 }
 
 /// The worker's capacity, leases and shutdown.
@@ -106,6 +114,55 @@ pub struct RetentionSettings {
     pub sweep_interval_ms: u64,
 }
 
+/// Who may use the `/v1` API, and how fast.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `false` opens every route to anyone who can reach the API (logged as a warning).
+    pub enabled: bool,
+    /// Requests per second one API key may make; 0 turns the limit off.
+    pub rate_limit_per_second: u32,
+    /// Requests one API key may make at once above its rate before 429.
+    pub rate_limit_burst: u32,
+}
+
+/// What the worker may call: SSRF protection and its allow-list, and response limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// CIDRs (`10.0.0.0/8`, `127.0.0.1/32`) and host names (`billing.internal`) that may
+    /// be called even though they are internal. Empty allows only public addresses.
+    #[serde(deserialize_with = "string_list")]
+    pub allow: Vec<String>,
+    /// Most response bytes read from a target; the rest is discarded.
+    pub max_response_bytes: usize,
+}
+
+/// Standard Webhooks signing of outgoing calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// `whsec_...` secrets that sign every call; several give several signatures (rotation).
+    #[serde(deserialize_with = "string_list")]
+    pub secrets: Vec<String>,
+    /// Per-queue secrets (`COURIER__SIGNING__QUEUES__PAYMENTS=whsec_a,whsec_b`), used
+    /// instead of the global ones for that queue.
+    #[serde(deserialize_with = "string_list_map")]
+    pub queues: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// Encryption of secret header values at rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSettings {
+    /// 32 bytes, base64: encrypts secret header values (AES-256-GCM) before they are
+    /// stored. Required by the API and the worker.
+    pub encryption_key: String,
+    /// Earlier keys, still used to decrypt during a rotation.
+    #[serde(deserialize_with = "string_list")]
+    pub previous_encryption_keys: Vec<String>,
+}
+
 /// Log format and filter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +188,9 @@ fn environment() -> Environment {
         .separator("__")
         .list_separator(",")
         .with_list_parse_key("worker.queues")
+        .with_list_parse_key("outbound.allow")
+        .with_list_parse_key("signing.secrets")
+        .with_list_parse_key("secrets.previous_encryption_keys")
         .try_parsing(true)
 }
 
@@ -159,6 +219,8 @@ command_timeout_ms = 5000
 [jobs]
 max_timeout_ms = 900_000
 max_body_bytes = 1_048_576
+max_headers = 64
+max_header_bytes = 16_384
 
 [worker]
 concurrency = 512
@@ -179,6 +241,23 @@ sweep_interval_ms = 60_000
 [telemetry]
 format = "json"
 filter = "info"
+
+[auth]
+enabled = true
+rate_limit_per_second = 2000
+rate_limit_burst = 4000
+
+[outbound]
+allow = []
+max_response_bytes = 65_536
+
+[signing]
+secrets = []
+queues = {}
+
+[secrets]
+encryption_key = ""
+previous_encryption_keys = []
 "#;
 
 impl Settings {
@@ -232,6 +311,38 @@ fn queue_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<S
         .collect())
 }
 
+/// A list given as a TOML array or as one comma-separated string (from the environment).
+fn string_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(split_list(StringOrList::deserialize(deserializer)?))
+}
+
+/// A map whose values are lists, each given either way.
+fn string_list_map<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, D::Error> {
+    let map = std::collections::BTreeMap::<String, StringOrList>::deserialize(deserializer)?;
+    Ok(map.into_iter().map(|(k, v)| (k, split_list(v))).collect())
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn split_list(value: StringOrList) -> Vec<String> {
+    let items = match value {
+        StringOrList::One(s) => s.split(',').map(str::to_owned).collect(),
+        StringOrList::Many(v) => v,
+    };
+    items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 impl WorkerSettings {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
@@ -277,6 +388,20 @@ mod tests {
         );
         let s = with_env(&[("COURIER__WORKER__QUEUES", "mail,123, reports")]).unwrap();
         assert_eq!(s.worker.queues, ["mail", "123", "reports"]);
+    }
+
+    #[test]
+    fn security_lists_come_from_the_environment() {
+        let s = with_env(&[
+            ("COURIER__OUTBOUND__ALLOW", "127.0.0.1/32, ::1/128"),
+            ("COURIER__SIGNING__SECRETS", "whsec_a,whsec_b"),
+            ("COURIER__SIGNING__QUEUES__PAYMENTS", "whsec_c"),
+        ])
+        .unwrap();
+        assert_eq!(s.outbound.allow, ["127.0.0.1/32", "::1/128"]);
+        assert_eq!(s.signing.secrets, ["whsec_a", "whsec_b"]);
+        assert_eq!(s.signing.queues["payments"], ["whsec_c"]);
+        assert!(s.auth.enabled);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Backoff, Method, Target, TargetUrl};
-use crate::settings::JobLimits;
+use crate::{outbound::OutboundPolicy, settings::JobLimits};
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
 #[derive(
@@ -220,10 +220,15 @@ pub struct JobRequest {
 #[serde(deny_unknown_fields)]
 pub struct TargetRequest {
     /// Absolute `http` or `https` URL, at most 2048 bytes.
+    #[schema(
+        format = "uri",
+        pattern = "^https?://",
+        example = "https://example.com/hooks/invoice-paid"
+    )]
     pub url: String,
     #[schema(value_type = Option<Method>)]
     pub method: Option<Method>,
-    /// At most 64 headers, 16 KiB in all; hop-by-hop headers are refused.
+    /// At most 64 headers and 16 KiB in all by default (settings `jobs.max_headers`, `jobs.max_header_bytes`); hop-by-hop headers are refused.
     pub headers: Option<BTreeMap<String, String>>,
     /// The body, sent as is; at most 1 MiB by default.
     pub body: Option<String>,
@@ -272,6 +277,12 @@ impl Problems {
 }
 
 impl NewJob {
+    /// Seals the job's secret header values (see [`crate::crypto`]) before it is stored.
+    pub fn seal_secrets(&mut self, secrets: &crate::crypto::SecretBox) {
+        let context = self.id.to_string();
+        self.spec.target.seal_secrets(secrets, &context);
+    }
+
     /// Parses a submitted job against the configured limits, with `now` for `delay_ms`.
     ///
     /// # Errors
@@ -382,10 +393,33 @@ impl NewJob {
     }
 }
 
+impl NewJob {
+    /// [`Self::parse`] for a job submitted through the API, then SSRF protection's check
+    /// of what the target URL already shows (an internal IP literal, `localhost`), so
+    /// that such a job is refused at once rather than failing at its first attempt.
+    ///
+    /// # Errors
+    /// Every field that is wrong; a refused URL as `target.url`.
+    pub fn parse_submitted(
+        req: JobRequest,
+        limits: &JobLimits,
+        outbound: &OutboundPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let job = Self::parse(req, limits, now)?;
+        match outbound.check_url(job.spec.target.url.as_url()) {
+            Ok(()) => Ok(job),
+            Err(refusal) => Err(vec![FieldError::new("target.url", refusal.to_string())]),
+        }
+    }
+}
+
 fn parse_target(req: TargetRequest, limits: &JobLimits, p: &mut Problems) -> Option<Target> {
     let url = p.check("target.url", TargetUrl::parse(&req.url));
     let mut headers: Vec<(String, String)> = req.headers.unwrap_or_default().into_iter().collect();
-    if let Err(errors) = Target::check_headers(&headers) {
+    if let Err(errors) =
+        Target::check_headers(&headers, limits.max_headers, limits.max_header_bytes)
+    {
         for (name, message) in errors {
             let field = if name.is_empty() {
                 "target.headers".to_string()
@@ -538,6 +572,35 @@ mod tests {
         req.delay_ms = Some(1500);
         let job = NewJob::parse(req, &limits(), now).unwrap();
         assert_eq!(job.run_at, now + ChronoDuration::milliseconds(1500));
+    }
+
+    #[test]
+    fn submissions_to_internal_addresses_are_refused_on_the_url() {
+        let strict = OutboundPolicy::default();
+        let refused =
+            NewJob::parse_submitted(request("http://10.0.0.1/"), &limits(), &strict, Utc::now())
+                .unwrap_err();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].field, "target.url");
+        assert!(
+            refused[0].message.contains("10.0.0.1 is private"),
+            "{}",
+            refused[0].message
+        );
+        assert!(
+            NewJob::parse_submitted(
+                request("https://example.com"),
+                &limits(),
+                &strict,
+                Utc::now()
+            )
+            .is_ok()
+        );
+        let allowed = OutboundPolicy::new(&["10.0.0.0/8".into()]).unwrap();
+        assert!(
+            NewJob::parse_submitted(request("http://10.0.0.1/"), &limits(), &allowed, Utc::now())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -4,13 +4,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::redact::{REDACTED, is_secret_header};
+use crate::crypto::{SealError, SecretBox};
 
 /// Longest target URL, in bytes.
 pub const MAX_URL_BYTES: usize = 2048;
-/// Most headers a job may set.
-pub const MAX_HEADERS: usize = 64;
-/// Most bytes of header names and values together.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Headers that describe one connection, not the message; forwarding them would break
 /// the call or smuggle requests. `host` and `content-length` are Courier's to set.
@@ -115,22 +112,26 @@ impl Target {
     ///
     /// # Errors
     /// One message per offending header, with the header's name.
-    pub fn check_headers(headers: &[(String, String)]) -> Result<(), Vec<(String, String)>> {
+    pub fn check_headers(
+        headers: &[(String, String)],
+        max_headers: usize,
+        max_bytes: usize,
+    ) -> Result<(), Vec<(String, String)>> {
         let mut errors = Vec::new();
-        if headers.len() > MAX_HEADERS {
+        if headers.len() > max_headers {
             errors.push((
                 String::new(),
                 format!(
-                    "at most {MAX_HEADERS} headers are allowed, got {}",
+                    "at most {max_headers} headers are allowed, got {}",
                     headers.len()
                 ),
             ));
         }
         let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        if total > MAX_HEADER_BYTES {
+        if total > max_bytes {
             errors.push((
                 String::new(),
-                format!("headers may hold at most {MAX_HEADER_BYTES} bytes, got {total}"),
+                format!("headers may hold at most {max_bytes} bytes, got {total}"),
             ));
         }
         for (name, value) in headers {
@@ -157,6 +158,40 @@ impl Target {
         } else {
             Err(errors)
         }
+    }
+
+    /// Seals the value of every secret-looking header for the job `context` (its id),
+    /// so that what is stored never holds the secret.
+    pub fn seal_secrets(&mut self, secrets: &SecretBox, context: &str) {
+        for (name, value) in &mut self.headers {
+            if is_secret_header(name) {
+                *value = secrets.seal(context, name, value);
+            }
+        }
+    }
+
+    /// The headers to send: secret values opened.
+    ///
+    /// # Errors
+    /// The name of a secret header whose value does not open, and why.
+    pub fn opened_headers(
+        &self,
+        secrets: &SecretBox,
+        context: &str,
+    ) -> Result<Vec<(String, String)>, (String, SealError)> {
+        self.headers
+            .iter()
+            .map(|(name, value)| {
+                if is_secret_header(name) {
+                    secrets
+                        .open(context, name, value)
+                        .map(|plain| (name.clone(), plain))
+                        .map_err(|e| (name.clone(), e))
+                } else {
+                    Ok((name.clone(), value.clone()))
+                }
+            })
+            .collect()
     }
 
     /// The headers as they may be shown: secret values replaced by [`REDACTED`].
@@ -201,15 +236,18 @@ mod tests {
     #[test]
     fn hop_by_hop_and_malformed_headers_are_refused() {
         let h = |n: &str, v: &str| vec![(n.to_string(), v.to_string())];
-        assert!(Target::check_headers(&h("Content-Type", "text/plain")).is_ok());
-        assert!(Target::check_headers(&h("Connection", "close")).is_err());
-        assert!(Target::check_headers(&h("Transfer-Encoding", "chunked")).is_err());
-        assert!(Target::check_headers(&h("Bad Name", "x")).is_err());
-        assert!(Target::check_headers(&h("X-Ok", "a\r\nInjected: 1")).is_err());
-        assert!(Target::check_headers(&h("X-Courier-Attempt", "9")).is_err());
+        let check = |headers: &[(String, String)]| Target::check_headers(headers, 64, 16 * 1024);
+        assert!(check(&h("Content-Type", "text/plain")).is_ok());
+        assert!(check(&h("Connection", "close")).is_err());
+        assert!(check(&h("Transfer-Encoding", "chunked")).is_err());
+        assert!(check(&h("Bad Name", "x")).is_err());
+        assert!(check(&h("X-Ok", "a\r\nInjected: 1")).is_err());
+        assert!(check(&h("X-Courier-Attempt", "9")).is_err());
         let many: Vec<_> = (0..65)
             .map(|i| (format!("X-H{i}"), "v".to_string()))
             .collect();
-        assert!(Target::check_headers(&many).is_err());
+        assert!(check(&many).is_err());
+        let big = vec![("X-Big".to_string(), "v".repeat(16 * 1024))];
+        assert!(check(&big).is_err());
     }
 }

@@ -14,7 +14,8 @@ use crate::domain::{JobId, JobState};
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
-    /// The target answered with a status that is not a success.
+    /// The target answered with a status that is not a success, or the call could not be
+    /// made at all (SSRF protection refused it, the payload was unreadable).
     Failed,
     Timeout,
     ConnectionError,

@@ -3,6 +3,7 @@
 
 mod executions;
 mod jobs;
+pub mod keys;
 
 pub use executions::{
     AttemptEnd, ExecutionRecord, ExecutionRow, JobUpdate, Outcome, Started, list_executions,
