@@ -29,6 +29,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyMismatch,
+    #[error("this route needs `Authorization: Bearer <API key>`; {0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("this API key made more than its allowed requests per second; retry after {0} s")]
+    RateLimited(u64),
     #[error("{0} is unavailable; try again shortly")]
     Unavailable(&'static str),
     #[error("internal error")]
@@ -56,6 +62,9 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) | Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,6 +78,9 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Validation(_) => "validation-error",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited(_) => "rate-limited",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
             Self::IdempotencyMismatch => "idempotency-key-reused",
@@ -108,16 +120,24 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let slug = self.slug();
         let detail = self.to_string();
-        let unavailable = matches!(self, Self::Unavailable(_));
+        let retry_after = match &self {
+            Self::Unavailable(_) => Some(HeaderValue::from_static(RETRY_AFTER_SECS)),
+            Self::RateLimited(secs) => Some(HeaderValue::from(*secs)),
+            _ => None,
+        };
+        let unauthorized = matches!(self, Self::Unauthorized(_));
         let errors = match self {
             Self::Validation(errors) => errors,
             _ => Vec::new(),
         };
         let mut response = problem_response(status, slug, detail, errors);
-        if unavailable {
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if unauthorized {
             response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"courier\""),
             );
         }
         response

@@ -1,6 +1,7 @@
 //! Courier's REST API: accepts jobs (committed to PostgreSQL, then dispatched to Redis),
 //! serves their status, executions and queue depth, health and the OpenAPI document.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod intake;

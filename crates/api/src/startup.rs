@@ -5,7 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit, http::Request};
-use courier_core::{Settings, db, queue::RedisQueue};
+use courier_core::{Settings, crypto::SecretBox, db, outbound::OutboundPolicy, queue::RedisQueue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{
@@ -27,8 +27,11 @@ impl Application {
     /// binds the listener.
     ///
     /// # Errors
-    /// Bad URLs, a failing migration or a port that cannot be bound.
+    /// Bad URLs, an invalid `outbound.allow` entry, a failing migration or a port that
+    /// cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let secrets = Arc::new(SecretBox::from_settings(&settings.secrets)?);
+        let outbound = Arc::new(OutboundPolicy::from_settings(&settings.outbound)?);
         let db = db::connect_lazy(&settings.database)?;
         if settings.server.migrate_on_start {
             db::migrate(&db).await?;
@@ -45,10 +48,13 @@ impl Application {
         };
         let intake = crate::intake::Intake::spawn(maintenance);
         let state = AppState {
+            auth: Arc::new(crate::auth::Authenticator::new(&settings.auth)),
+            secrets,
             db,
             intake,
             queue,
             settings,
+            outbound,
         };
         Ok(Self {
             listener,
@@ -105,7 +111,11 @@ impl Application {
 }
 
 fn router(state: AppState) -> Router {
-    api_router(state)
+    api_router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::authenticate,
+        ))
         // Body limits are enforced by `ApiJson` per route, as problem+json.
         .layer(DefaultBodyLimit::disable())
         .layer(PropagateRequestIdLayer::x_request_id())

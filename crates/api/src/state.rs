@@ -2,17 +2,25 @@
 
 use std::sync::Arc;
 
-use courier_core::{Settings, maintenance::Maintenance, queue::RedisQueue};
+use courier_core::{
+    Settings, maintenance::Maintenance, outbound::OutboundPolicy, queue::RedisQueue,
+};
 use sqlx::PgPool;
 
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// Seals secret header values before jobs are stored.
+    pub secrets: Arc<courier_core::crypto::SecretBox>,
+    /// API keys and their rate limits.
+    pub auth: Arc<crate::auth::Authenticator>,
     /// Group commit of single-job submissions.
     pub intake: crate::intake::Intake,
     pub queue: RedisQueue,
     pub settings: Arc<Settings>,
+    /// SSRF protection's allow-list, to refuse internal targets at submission.
+    pub outbound: Arc<OutboundPolicy>,
 }
 
 impl AppState {

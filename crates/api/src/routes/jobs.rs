@@ -13,9 +13,9 @@ use courier_core::{
     domain::{FieldError, JobRequest, NewJob},
     repo::{self, Idempotency, JobFilter, JobRow},
 };
-use sha2::{Digest, Sha256};
 
 use crate::{
+    auth::Caller,
     error::{ApiError, Problem},
     extract::{ApiJson, JobIdPath},
     intake::Admission,
@@ -49,20 +49,25 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
     ))]
 pub async fn create_job(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: ApiJson<JobRequest>,
 ) -> Result<Response, ApiError> {
     let now = Utc::now();
-    let job = NewJob::parse(body.value, &state.settings.jobs, now).map_err(ApiError::Validation)?;
+    let mut job = NewJob::parse_submitted(body.value, &state.settings.jobs, &state.outbound, now)
+        .map_err(ApiError::Validation)?;
+    caller.check_queue(job.queue.as_str())?;
+    job.seal_secrets(&state.secrets);
     let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
         key,
-        request_hash: Sha256::digest(&body.raw).to_vec(),
+        // Keyed, so the stored digest of a body that carries secrets reveals nothing.
+        request_hash: state.secrets.fingerprint(&body.raw),
     });
     let row = match state.intake.submit(job, idempotency.clone()).await? {
         Admission::Created(row) => row,
         Admission::KeyTaken => {
             let idempotency = idempotency.expect("only a taken idempotency key skips the insert");
-            return replay(&state, &idempotency).await;
+            return replay(&state, &idempotency, &body.raw).await;
         }
     };
     let location = HeaderValue::from_str(&format!("/v1/jobs/{}", row.id))
@@ -76,7 +81,11 @@ pub async fn create_job(
 }
 
 /// A repeated request: the same body gets the original job, another body a 422.
-async fn replay(state: &AppState, idempotency: &Idempotency) -> Result<Response, ApiError> {
+async fn replay(
+    state: &AppState,
+    idempotency: &Idempotency,
+    raw_body: &[u8],
+) -> Result<Response, ApiError> {
     let (id, hash) = repo::find_by_idempotency_key(&state.db, &idempotency.key)
         .await?
         .ok_or_else(|| {
@@ -84,12 +93,13 @@ async fn replay(state: &AppState, idempotency: &Idempotency) -> Result<Response,
                 "idempotency key conflicted but no job holds it"
             ))
         })?;
-    if hash != idempotency.request_hash {
+    if !state.secrets.fingerprint_matches(raw_body, &hash) {
         return Err(ApiError::IdempotencyMismatch);
     }
     let row = repo::get_job(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} was deleted")))?;
+    // The key was already used, so it names a queue this caller may use.
     Ok((StatusCode::OK, Json(JobView::new(&row, Utc::now()))).into_response())
 }
 
@@ -122,6 +132,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     ))]
 pub async fn create_batch(
     State(state): State<AppState>,
+    caller: Caller,
     body: ApiJson<BatchRequest>,
 ) -> Result<Response, ApiError> {
     let max = state.settings.server.max_batch_jobs;
@@ -136,7 +147,7 @@ pub async fn create_batch(
     let mut jobs = Vec::with_capacity(requests.len());
     let mut errors = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {
-        match NewJob::parse(request, &state.settings.jobs, now) {
+        match NewJob::parse_submitted(request, &state.settings.jobs, &state.outbound, now) {
             Ok(job) => jobs.push(job),
             Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| {
                 let field = if e.field.is_empty() {
@@ -150,6 +161,10 @@ pub async fn create_batch(
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
+    }
+    for job in &mut jobs {
+        caller.check_queue(job.queue.as_str())?;
+        job.seal_secrets(&state.secrets);
     }
     repo::insert_jobs(&state.db, &jobs, &[], now).await?;
     let dispatches: Vec<_> = jobs
@@ -172,15 +187,19 @@ pub async fn create_batch(
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<JobView>, ApiError> {
-    let row = find(&state, id).await?;
+    let row = find(&state, &caller, id).await?;
     Ok(Json(JobView::new(&row, Utc::now())))
 }
 
-async fn find(state: &AppState, id: JobId) -> Result<JobRow, ApiError> {
+/// The job, if it exists and the caller may use its queue (otherwise it does not exist
+/// for this caller: a key limited to some queues learns nothing of the others).
+async fn find(state: &AppState, caller: &Caller, id: JobId) -> Result<JobRow, ApiError> {
     repo::get_job(&state.db, id)
         .await?
+        .filter(|row| caller.may_use(&row.queue))
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
 }
 
@@ -195,9 +214,10 @@ async fn find(state: &AppState, id: JobId) -> Result<JobRow, ApiError> {
     ))]
 pub async fn list_executions(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<ExecutionList>, ApiError> {
-    find(&state, id).await?;
+    find(&state, &caller, id).await?;
     let executions = repo::list_executions(&state.db, id).await?;
     Ok(Json(ExecutionList {
         job_id: id.as_uuid(),
@@ -220,13 +240,25 @@ const MAX_PAGE: i64 = 500;
     responses(
         (status = 200, body = JobPage),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A key limited to some queues must name one of them", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A filter value is invalid", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<JobPage>, ApiError> {
     let filter = parse_filter(query.as_deref().unwrap_or(""))?;
+    match (&filter.queue, caller.queues()) {
+        (Some(queue), _) => caller.check_queue(queue.as_str())?,
+        (None, Some(allowed)) => {
+            return Err(ApiError::Forbidden(format!(
+                "this API key may only list queues {allowed:?}; name one with ?queue="
+            )));
+        }
+        (None, None) => {}
+    }
     let rows = repo::list_jobs(&state.db, &filter).await?;
     let next_cursor = (rows.len() as i64 == filter.limit)
         .then(|| rows.last().map(|r| r.id.to_string()))
@@ -297,11 +329,13 @@ fn parse_filter(query: &str) -> Result<JobFilter, ApiError> {
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<JobView>, ApiError> {
     let mut tx = state.db.begin().await?;
     let row = repo::lock_job(&mut *tx, id)
         .await?
+        .filter(|row| caller.may_use(&row.queue))
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     if row.state.is_terminal() {
         return Err(ApiError::Conflict(format!(
@@ -316,7 +350,10 @@ pub async fn cancel_job(
         state.queue.cancel(&queue, id).await?;
     }
     tx.commit().await?;
-    Ok(Json(JobView::new(&find(&state, id).await?, Utc::now())))
+    Ok(Json(JobView::new(
+        &find(&state, &caller, id).await?,
+        Utc::now(),
+    )))
 }
 
 /// Run a dead or cancelled job again, its attempts reset.
@@ -331,11 +368,13 @@ pub async fn cancel_job(
     ))]
 pub async fn retry_job(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<JobView>, ApiError> {
     let mut tx = state.db.begin().await?;
     let row = repo::lock_job(&mut *tx, id)
         .await?
+        .filter(|row| caller.may_use(&row.queue))
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     if !matches!(row.state, JobState::Dead | JobState::Cancelled) {
         return Err(ApiError::Conflict(format!(
@@ -345,7 +384,7 @@ pub async fn retry_job(
     }
     repo::reset_for_retry(&mut *tx, id).await?;
     tx.commit().await?;
-    let row = find(&state, id).await?;
+    let row = find(&state, &caller, id).await?;
     state
         .maintenance()
         .dispatch_now(&row.to_dispatch().into_iter().collect::<Vec<_>>())

@@ -9,6 +9,7 @@ use chrono::Utc;
 use courier_core::{QueueName, repo};
 
 use crate::{
+    auth::Caller,
     error::{ApiError, Problem},
     state::AppState,
     views::{QueueList, QueueView},
@@ -23,11 +24,18 @@ pub(super) fn router() -> Router<AppState> {
 /// Depth of every queue that has live jobs, dead jobs or jobs finished in the last hour.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, body = QueueList), (status = 503, body = Problem, content_type = "application/problem+json")))]
-pub async fn list_queues(State(state): State<AppState>) -> Result<Json<QueueList>, ApiError> {
+pub async fn list_queues(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<QueueList>, ApiError> {
     let now = Utc::now();
     let depths = repo::queue_depths(&state.db, None).await?;
     Ok(Json(QueueList {
-        queues: depths.into_iter().map(|d| QueueView::new(d, now)).collect(),
+        queues: depths
+            .into_iter()
+            .filter(|d| caller.may_use(&d.queue))
+            .map(|d| QueueView::new(d, now))
+            .collect(),
     }))
 }
 
@@ -37,14 +45,17 @@ pub async fn list_queues(State(state): State<AppState>) -> Result<Json<QueueList
     responses(
         (status = 200, body = QueueView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_queue(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, ApiError> {
     let queue =
         QueueName::parse(&name).map_err(|m| ApiError::BadRequest(format!("queue name {m}")))?;
+    caller.check_queue(queue.as_str())?;
     let depth = repo::queue_depths(&state.db, Some(&queue))
         .await?
         .into_iter()

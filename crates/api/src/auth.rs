@@ -1,0 +1,207 @@
+//! API keys on every `/v1` route: `Authorization: Bearer <key>`, looked up by its SHA-256,
+//! checked against the route's scope (`GET` needs `read`, everything else `write`), then
+//! rate-limited per key. Handlers see the result as a [`Caller`], which also answers
+//! whether the key may touch a queue.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderMap, Method, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use courier_core::{
+    repo::keys::{self, ApiKey, Scope},
+    settings::AuthSettings,
+};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{error::ApiError, state::AppState};
+
+/// How long a key found in PostgreSQL is trusted without looking again: a revoked key
+/// stops working within this time.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Past this many cached keys the cache starts over (keys are few; this bounds a flood).
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Keys found recently, by their hash, with when they were found.
+type KeyCache = HashMap<[u8; 32], (Instant, Arc<ApiKey>)>;
+
+/// Looks keys up (with a short cache) and limits each key's rate.
+pub struct Authenticator {
+    enabled: bool,
+    cache: Mutex<KeyCache>,
+    limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
+}
+
+impl Authenticator {
+    pub fn new(settings: &AuthSettings) -> Self {
+        if !settings.enabled {
+            tracing::warn!(
+                "authentication is OFF (auth.enabled = false): anyone who can reach this API \
+                 can submit, read and cancel jobs"
+            );
+        }
+        let limiter = NonZeroU32::new(settings.rate_limit_per_second).map(|rate| {
+            let burst = NonZeroU32::new(settings.rate_limit_burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Self {
+            enabled: settings.enabled,
+            cache: Mutex::new(HashMap::new()),
+            limiter,
+        }
+    }
+
+    /// The unrevoked key behind `secret`, from the cache or PostgreSQL.
+    async fn find(&self, db: &PgPool, secret: &str) -> Result<Option<Arc<ApiKey>>, ApiError> {
+        let hash = keys::hash_key(secret);
+        if let Some((at, key)) = self.cache.lock().expect("key cache").get(&hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Some(key.clone()));
+        }
+        let Some(key) = keys::authenticate(db, &hash).await? else {
+            self.cache.lock().expect("key cache").remove(&hash);
+            return Ok(None);
+        };
+        let key = Arc::new(key);
+        let mut cache = self.cache.lock().expect("key cache");
+        if cache.len() >= KEY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(hash, (Instant::now(), key.clone()));
+        Ok(Some(key))
+    }
+
+    /// `Err(seconds to wait)` when the key is over its rate.
+    fn admit(&self, key: Uuid) -> Result<(), u64> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+}
+
+/// Who is calling: the key, or nobody in particular when authentication is off.
+#[derive(Clone)]
+pub struct Caller {
+    key: Option<Arc<ApiKey>>,
+}
+
+impl Caller {
+    /// Whether this caller may see and change jobs of `queue`.
+    pub fn may_use(&self, queue: &str) -> bool {
+        match self.key.as_deref().and_then(|k| k.queues.as_deref()) {
+            None => true,
+            Some(allowed) => allowed.iter().any(|q| q == queue),
+        }
+    }
+
+    /// 403 unless this caller may use `queue`.
+    ///
+    /// # Errors
+    /// A key limited to other queues.
+    pub fn check_queue(&self, queue: &str) -> Result<(), ApiError> {
+        if self.may_use(queue) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this API key may not use queue {queue:?}"
+            )))
+        }
+    }
+
+    /// The queues this caller is limited to, if it is.
+    pub fn queues(&self) -> Option<&[String]> {
+        self.key.as_deref().and_then(|k| k.queues.as_deref())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "a /v1 handler ran without the authentication middleware"
+            ))
+        })
+    }
+}
+
+/// The middleware: every path under `/v1` needs a key of the right scope.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path != "/v1" && !path.starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    // Only the parts authorisation needs: a request body is not `Sync`, so a reference to
+    // the whole request cannot be held across the key lookup.
+    let wanted = Wanted {
+        secret: bearer(req.headers()).map(str::to_owned),
+        method: req.method().clone(),
+        path: path.to_owned(),
+    };
+    match authorise(&state, wanted).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What a request asks for.
+struct Wanted {
+    secret: Option<String>,
+    method: Method,
+    path: String,
+}
+
+async fn authorise(state: &AppState, req: Wanted) -> Result<Caller, ApiError> {
+    let auth = &state.auth;
+    if !auth.enabled {
+        return Ok(Caller { key: None });
+    }
+    let secret = req.secret.ok_or(ApiError::Unauthorized("none was sent"))?;
+    let key = auth
+        .find(&state.db, &secret)
+        .await?
+        .ok_or(ApiError::Unauthorized("this key is unknown or revoked"))?;
+    auth.admit(key.id).map_err(ApiError::RateLimited)?;
+    let needed = if matches!(req.method, Method::GET | Method::HEAD) {
+        Scope::Read
+    } else {
+        Scope::Write
+    };
+    if key.scope < needed {
+        return Err(ApiError::Forbidden(format!(
+            "this API key has scope {:?}; {} {} needs {:?} or above",
+            key.scope.as_str(),
+            req.method,
+            req.path,
+            needed.as_str()
+        )));
+    }
+    Ok(Caller { key: Some(key) })
+}
+
+/// The key of an `Authorization: Bearer <key>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
