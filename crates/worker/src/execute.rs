@@ -47,7 +47,8 @@ pub struct Verdict {
 /// Judges an attempt's result (SPEC 4): 2xx succeeds; 408, 425, 429, 5xx, listed
 /// statuses, connection errors and timeouts are retried while attempts remain (at the
 /// backoff's time, or the target's `Retry-After` capped at the backoff's maximum); any
-/// other answer, 3xx included, ends the job dead.
+/// other answer, 3xx included, ends the job dead, and so does a call SSRF protection
+/// refused.
 pub fn judge(
     spec: &JobSpec,
     attempt: u32,
@@ -85,6 +86,8 @@ pub fn judge(
             None,
         ),
         CallResult::Failed(e) => (Outcome::ConnectionError, None, Some(e.clone()), true, None),
+        // Another attempt would be refused the same way.
+        CallResult::Refused(e) => (Outcome::Failed, None, Some(e.clone()), false, None),
     };
     let (state, retry_at) = if outcome == Outcome::Succeeded {
         (JobState::Succeeded, None)
@@ -425,6 +428,14 @@ mod tests {
         }
         assert_eq!(state(&answered(500, None), 3), JobState::Dead);
         assert_eq!(state(&CallResult::TimedOut, 1), JobState::Scheduled);
+        assert_eq!(
+            state(&CallResult::Failed("reset".into()), 1),
+            JobState::Scheduled
+        );
+        assert_eq!(
+            state(&CallResult::Refused("refused by SSRF protection".into()), 1),
+            JobState::Dead
+        );
         assert_eq!(
             judge(&s, 2, &answered(500, None), now, &mut rng).retry_at,
             Some(now + chrono::Duration::seconds(2))

@@ -2,6 +2,7 @@
 //! backoff, and records every attempt in PostgreSQL through a batched history writer.
 
 pub mod execute;
+pub mod guard;
 pub mod history;
 pub mod http;
 pub mod inflight;

@@ -60,7 +60,7 @@ impl Worker {
         };
         let ctx = Arc::new(Context {
             queue,
-            http: HttpCaller::new(settings.worker.concurrency)?,
+            http: HttpCaller::new(&settings)?,
             history,
             inflight: InFlight::default(),
             worker,
