@@ -9,6 +9,8 @@
 #   DEV_PG_USER      user for a PostgreSQL already on 127.0.0.1:5432 (default postgres)
 #   DEV_PG_PASSWORD  its password, if it has one (default: none, trust auth)
 # Logs: .dev/logs/{api,worker-1,worker-2,redis}.log
+# Secrets: .dev/encryption-key (seals secret job headers at rest) and .dev/api-key (an admin
+# API key, made with `courier-api keys create` on the first run); both kept between runs.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -198,13 +200,34 @@ worker_bin=$ROOT/target/release/courier-worker
 
 # --- run ----------------------------------------------------------------------------------
 export DATABASE_URL REDIS_URL
+# Secret job headers are sealed with this key; keeping it between runs keeps queued jobs
+# readable. Production sets its own (see README, Security).
+if [[ ! -s $DEV/encryption-key ]]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$DEV/encryption-key")
+fi
+COURIER__SECRETS__ENCRYPTION_KEY=$(cat "$DEV/encryption-key")
+export COURIER__SECRETS__ENCRYPTION_KEY
 export COURIER__TELEMETRY__FORMAT=pretty
 export COURIER__SERVER__PORT=$PORT
 # Development instance: listen on loopback only unless told otherwise.
 export COURIER__SERVER__HOST=${COURIER__SERVER__HOST:-127.0.0.1}
+# SSRF protection refuses loopback; a development instance calls targets on this machine
+# (the walk-through calls Courier's own /healthz), so allow it here and nowhere else.
+export COURIER__OUTBOUND__ALLOW=${COURIER__OUTBOUND__ALLOW:-127.0.0.0/8,::1/128}
 
 log "applying migrations"
 "$api_bin" migrate
+
+# The first API key: made once with `courier-api keys create`, kept in .dev/api-key.
+key_works() {
+    [[ -s $DEV/api-key ]] && "$api_bin" keys list 2>/dev/null |
+        awk -F'\t' -v p="$(head -c 16 "$DEV/api-key")" '$2 == p && $8 == "-" { found = 1 } END { exit !found }'
+}
+if ! key_works; then
+    log "creating an admin API key (courier-api keys create --name dev --scope admin)"
+    (umask 077 && "$api_bin" keys create --name dev --scope admin >"$DEV/api-key")
+fi
+API_KEY=$(cat "$DEV/api-key")
 
 log "starting the API on port $PORT and two workers (logs in .dev/logs/)"
 "$api_bin" serve >"$LOGS/api.log" 2>&1 &
@@ -241,16 +264,21 @@ cat <<EOF
 Courier is running at $base
   PostgreSQL  $DATABASE_URL
   Redis       $REDIS_URL
+  API key     $API_KEY  (admin; also in .dev/api-key)
   logs        .dev/logs/api.log, .dev/logs/worker-1.log, .dev/logs/worker-2.log
 
-Try it (needs jq: apt-get install jq). Any http/https URL is accepted as a target,
-local ones included; point it at an endpoint of yours:
+Try it (needs jq: apt-get install jq). Targets on this machine (127.0.0.0/8) are allowed
+in development; point it at an endpoint of yours:
 
-  id=\$(curl -fsS -X POST $base/v1/jobs -H 'Content-Type: application/json' \\
-        -d '{"target":{"url":"https://example.com/hook","method":"POST","json":{"hello":"world"}}}' | jq -r .id)
-  curl -fsS $base/v1/jobs/\$id
-  curl -fsS $base/v1/jobs/\$id/executions
-  curl -fsS $base/v1/queues
+  export COURIER_KEY=\$(cat .dev/api-key)
+  id=\$(curl -fsS -X POST $base/v1/jobs -H "Authorization: Bearer \$COURIER_KEY" \\
+        -H 'Content-Type: application/json' \\
+        -d '{"target":{"url":"$base/healthz","method":"GET"}}' | jq -r .id)
+  curl -fsS -H "Authorization: Bearer \$COURIER_KEY" $base/v1/jobs/\$id
+  curl -fsS -H "Authorization: Bearer \$COURIER_KEY" $base/v1/jobs/\$id/executions
+  curl -fsS -H "Authorization: Bearer \$COURIER_KEY" $base/v1/queues
+
+More keys: target/release/courier-api keys create --name NAME --scope read|write|admin
 
 Press Ctrl-C to stop.
 EOF

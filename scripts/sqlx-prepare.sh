@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 admin=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-db=courier_sqlx_prepare
+db=${SQLX_PREPARE_DB:-courier_sqlx_prepare}  # a different name lets two checkouts prepare at once
 psql "$admin" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 url="${admin%/*}/$db"
 for migration in migrations/*.sql; do psql "$url" -q -v ON_ERROR_STOP=1 -f "$migration"; done

@@ -42,6 +42,8 @@ step() {
 missing=()
 { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || missing+=(redis-server)
 { command -v psql && command -v pg_isready && command -v pg_ctlcluster; } >/dev/null 2>&1 || missing+=(postgresql)
+# Python runs reference tools against Courier (schemathesis, Standard Webhooks).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if ((${#missing[@]})); then
     is_root || die "missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}"
     say "installing ${missing[*]}"
@@ -59,6 +61,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     say "installing cargo-nextest"
     cargo install cargo-nextest --locked
 fi
+say "Python test tools in target/pyenv (scripts/python-tools.txt)"
+scripts/python-tools.sh
+export SCHEMATHESIS=$PWD/target/pyenv/bin/schemathesis
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 DEFAULT_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres

@@ -124,7 +124,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         system.workers.lock().unwrap().push(worker);
     }
     let base = format!("http://127.0.0.1:{}", system.api_port);
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", system.env.api_key).parse()?,
+    );
     let client = reqwest::Client::builder()
+        .default_headers(auth)
         .timeout(Duration::from_secs(10))
         .build()?;
     wait_until("the api to be ready", Duration::from_secs(30), || async {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use courier_api::Application;
-use courier_core::Settings;
+use courier_core::{Settings, repo::keys};
 use courier_worker::Worker;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
@@ -14,7 +14,10 @@ use crate::wait::wait_until;
 /// A running API and a client for it.
 pub struct TestApp {
     pub base: String,
+    /// Sends [`Self::api_key`] on every request.
     pub client: Client,
+    /// An `admin` key made for this app.
+    pub api_key: String,
     _stop: oneshot::Sender<()>,
 }
 
@@ -24,6 +27,10 @@ impl TestApp {
         // Logs are shown by the test runner only when a test fails.
         courier_core::telemetry::init(&settings.telemetry);
         let app = Application::build(settings).await.expect("build the api");
+        let api_key = keys::create_key(&app.state().db, "test-app", keys::Scope::Admin, None)
+            .await
+            .expect("create an API key")
+            .secret;
         let base = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async {
@@ -31,7 +38,8 @@ impl TestApp {
         }));
         Self {
             base,
-            client: Client::new(),
+            client: crate::env::client_with_key(&api_key),
+            api_key,
             _stop: stop,
         }
     }

@@ -1,14 +1,19 @@
 //! One test's isolated world: a fresh database (migrated) and a unique Redis prefix.
 
-use courier_core::{Settings, db, settings::LogFormat};
+use courier_core::{Settings, db, repo::keys, settings::LogFormat};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
+
+/// The encryption key of every test (32 bytes of 0x2a, base64): tests need a key, not a secret one.
+pub const TEST_ENCRYPTION_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 
 /// A test's own database and Redis prefix, and settings pointing at them.
 pub struct TestEnv {
     pub settings: Settings,
     pub db: PgPool,
     pub database_url: String,
+    /// An `admin` API key of this database.
+    pub api_key: String,
 }
 
 fn admin_url() -> String {
@@ -59,13 +64,26 @@ impl TestEnv {
         settings.worker.idle_poll_ms = 500;
         settings.telemetry.format = LogFormat::Pretty;
         settings.telemetry.filter = "warn,courier=info".into();
+        // Tests call targets on 127.0.0.1, which SSRF protection refuses unless allowed.
+        settings.outbound.allow = vec!["127.0.0.0/8".into(), "::1/128".into()];
+        settings.secrets.encryption_key = TEST_ENCRYPTION_KEY.into();
         let pool = db::connect_lazy(&settings.database).expect("database url");
         db::migrate(&pool).await.expect("migrate test database");
+        let api_key = keys::create_key(&pool, "test", keys::Scope::Admin, None)
+            .await
+            .expect("create the test's API key")
+            .secret;
         Self {
             settings,
             db: pool,
             database_url,
+            api_key,
         }
+    }
+
+    /// An HTTP client that sends this test's admin API key.
+    pub fn client(&self) -> reqwest::Client {
+        client_with_key(&self.api_key)
     }
 
     /// Environment variables that give a child process these settings.
@@ -82,6 +100,14 @@ impl TestEnv {
             (
                 "COURIER__WORKER__IDLE_POLL_MS".into(),
                 self.settings.worker.idle_poll_ms.to_string(),
+            ),
+            (
+                "COURIER__OUTBOUND__ALLOW".into(),
+                self.settings.outbound.allow.join(","),
+            ),
+            (
+                "COURIER__SECRETS__ENCRYPTION_KEY".into(),
+                self.settings.secrets.encryption_key.clone(),
             ),
         ]
     }
@@ -101,4 +127,17 @@ impl TestEnv {
             .await
             .expect("count jobs")
     }
+}
+
+/// An HTTP client that sends `Authorization: Bearer <key>` on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        .expect("API keys are header-safe");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("build an HTTP client")
 }

@@ -11,7 +11,7 @@ mod target;
 mod wait;
 
 pub use app::{TestApp, WorkerHandle};
-pub use env::TestEnv;
+pub use env::{TEST_ENCRYPTION_KEY, TestEnv, client_with_key};
 pub use process::{ChildProcess, binary};
 pub use servers::{PgCluster, RedisServer, free_port};
 pub use target::{Received, Reply, Target};

@@ -513,3 +513,61 @@ async fn finished_jobs_are_deleted_after_their_retention() {
     let (status, _) = app.get(&format!("/v1/jobs/{}", ids[0])).await;
     assert_eq!(status, 404);
 }
+
+/// Every limit has a setting, and going over it is a clear 413 or 422 that stores nothing.
+#[tokio::test]
+async fn each_limit_follows_its_setting_with_a_clear_problem() {
+    let env = TestEnv::new().await;
+    let mut settings = env.settings.clone();
+    settings.server.max_request_bytes = 4096;
+    settings.server.max_batch_jobs = 3;
+    settings.jobs.max_headers = 2;
+    settings.jobs.max_header_bytes = 100;
+    settings.jobs.max_body_bytes = 10;
+    let app = TestApp::spawn(settings).await;
+    let url = "https://example.com/";
+
+    let huge = json!({"target": {"url": url, "body": "x".repeat(5000)}});
+    let p = expect_problem(&app, "application/json", huge.to_string().into_bytes(), 413).await;
+    assert!(p["detail"].as_str().unwrap().contains("4096"), "{p}");
+
+    let cases = [
+        (
+            json!({"target": {"url": url, "body": "eleven char"}}),
+            "target.body",
+            "10",
+        ),
+        (
+            json!({"target": {"url": url, "headers": {"A": "1", "B": "2", "C": "3"}}}),
+            "target.headers",
+            "at most 2 headers",
+        ),
+        (
+            json!({"target": {"url": url, "headers": {"A": "v".repeat(120)}}}),
+            "target.headers",
+            "at most 100 bytes",
+        ),
+    ];
+    for (body, field, message) in cases {
+        let p = expect_problem(&app, "application/json", body.to_string().into_bytes(), 422).await;
+        let error = p["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["field"] == field)
+            .unwrap_or_else(|| panic!("no error on {field}: {p}"));
+        assert!(error["message"].as_str().unwrap().contains(message), "{p}");
+    }
+
+    let four = json!({"jobs": (0..4).map(|_| job(url)).collect::<Vec<_>>()});
+    let (status, p) = app.post("/v1/jobs/batch", &four).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 to 3"),
+        "{p}"
+    );
+    assert_eq!(env.count_jobs(None).await, 0);
+}

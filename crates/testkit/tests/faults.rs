@@ -461,7 +461,7 @@ async fn a_rolling_restart_of_the_api_loses_no_request() {
     let mut vars = env.process_env();
     vars.push(("COURIER__SERVER__PORT".into(), port.to_string()));
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = env.client();
     let ready = |client: reqwest::Client, base: String| async move {
         wait_until("the api to be ready", Duration::from_secs(20), || async {
             client

@@ -14,17 +14,20 @@ async fn start_worker(env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
 async fn three_worker_processes_drain_2000_jobs_each_called_exactly_once() {
     let env = TestEnv::new().await;
     let target = Target::start().await;
+    // Calls that take a moment, and few per worker: one worker alone would need 2 s, so
+    // the test sees whether the others joined in rather than which woke first.
+    target.script(
+        "/drain",
+        vec![courier_testkit::Reply::status(200).after(Duration::from_millis(20))],
+    );
     let app = TestApp::spawn(env.settings.clone()).await;
     let mut workers = Vec::new();
     for _ in 0..3 {
-        workers.push(start_worker(&env, &[]).await);
+        workers.push(start_worker(&env, &[("COURIER__WORKER__CONCURRENCY", "20")]).await);
     }
 
     let ids = app
-        .submit_many(
-            2000,
-            |i| json!({"target": {"url": target.url(&format!("/drain/{i}"))}}),
-        )
+        .submit_many(2000, |_| json!({"target": {"url": target.url("/drain")}}))
         .await;
     wait_until("2000 jobs to succeed", Duration::from_secs(120), || async {
         (env.count_jobs(Some("succeeded")).await == 2000).then_some(())
@@ -91,7 +94,7 @@ async fn an_authorization_value_appears_in_no_answer_record_or_log_line() {
     let worker = start_worker(&env, &[("COURIER__TELEMETRY__FILTER", "trace")]).await;
 
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = env.client();
     let created: Value = client
         .post(format!("{base}/v1/jobs"))
         .json(&json!({"target": {"url": target.url("/secret"), "headers": {
@@ -105,6 +108,18 @@ async fn an_authorization_value_appears_in_no_answer_record_or_log_line() {
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     let mut answers = created.to_string();
+    // A job that waits in Redis for the rest of the test, so the Redis dump below sees one.
+    let waiting = client
+        .post(format!("{base}/v1/jobs"))
+        .json(
+            &json!({"target": {"url": target.url("/later"), "headers": {"Authorization": canary}},
+            "run_at": "2999-01-01T00:00:00Z"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waiting.status(), 201);
+    answers.push_str(&waiting.text().await.unwrap());
     wait_until("the job to succeed", Duration::from_secs(20), || async {
         let job: Value = client
             .get(format!("{base}/v1/jobs/{id}"))
@@ -160,6 +175,35 @@ async fn an_authorization_value_appears_in_no_answer_record_or_log_line() {
         !records.concat().contains(&canary),
         "an execution record leaked the secret"
     );
+    // The raw database: every table, as pg_dump writes it.
+    let dump = std::process::Command::new("pg_dump")
+        .args(["--data-only", "--no-owner", &env.database_url])
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("sealed:v1:"),
+        "secret headers are stored sealed"
+    );
+    assert!(
+        !dump.contains(&canary),
+        "PostgreSQL holds the secret in the clear"
+    );
+    // And everything under the test's Redis prefix.
+    let redis = redis_dump(&env.settings.redis.prefix);
+    assert!(
+        redis.contains("sealed:v1:"),
+        "the waiting job is in Redis: {redis}"
+    );
+    assert!(
+        !redis.contains(&canary),
+        "Redis holds the secret in the clear"
+    );
     assert!(!api.output().is_empty() && !worker.output().is_empty());
     assert!(
         !api.output().contains(&canary),
@@ -169,4 +213,30 @@ async fn an_authorization_value_appears_in_no_answer_record_or_log_line() {
         !worker.output().contains(&canary),
         "the worker log leaked the secret"
     );
+}
+
+/// Every value under `prefix` in the shared Redis, as text.
+fn redis_dump(prefix: &str) -> String {
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &courier_testkit::redis_url(), "--no-raw"])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut dump = String::new();
+    for key in cli(&["--scan", "--pattern", &format!("{prefix}*")]).lines() {
+        let key = key.trim().trim_matches('"');
+        let value = match cli(&["type", key]).trim() {
+            "hash" => cli(&["hgetall", key]),
+            "zset" => cli(&["zrange", key, "0", "-1"]),
+            "list" => cli(&["lrange", key, "0", "-1"]),
+            "set" => cli(&["smembers", key]),
+            _ => cli(&["get", key]),
+        };
+        dump.push_str(key);
+        dump.push_str(&value);
+    }
+    dump
 }

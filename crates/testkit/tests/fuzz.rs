@@ -1,0 +1,74 @@
+//! The API fuzzed from its own OpenAPI document by schemathesis (from PyPI; `scripts/test.sh`
+//! installs it into `target/pyenv`): no 5xx, every answer as documented (errors are
+//! problem+json), and no `/v1` route that works without a key.
+
+use std::path::PathBuf;
+
+use courier_testkit::{ChildProcess, TestEnv};
+
+/// The schemathesis command: `$SCHEMATHESIS`, else the one `scripts/test.sh` installs.
+fn schemathesis() -> PathBuf {
+    if let Ok(path) = std::env::var("SCHEMATHESIS") {
+        return path.into();
+    }
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/schemathesis");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test.sh, which installs schemathesis from PyPI, or set SCHEMATHESIS",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
+    let env = TestEnv::new().await;
+    // Fuzzing sends thousands of requests with one key: no rate limit in the way.
+    let vars = env.process_env_with(&[
+        ("COURIER__SERVER__PORT", "0"),
+        ("COURIER__AUTH__RATE_LIMIT_PER_SECOND", "0"),
+    ]);
+    let api = ChildProcess::spawn("courier-api", &["serve"], &vars);
+    let port = api.api_port().await;
+    let output = tokio::process::Command::new(schemathesis())
+        .arg("run")
+        .arg(format!("http://127.0.0.1:{port}/openapi.json"))
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", env.api_key),
+        ])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_schema_conformance,response_headers_conformance,ignored_auth",
+        ])
+        .args([
+            "--max-examples",
+            "40",
+            "--seed",
+            "20261122",
+            "--workers",
+            "2",
+        ])
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .await
+        .expect("run schemathesis");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // It did test every operation, and generated real traffic.
+    assert!(report.contains("Tested: 11"), "{report}");
+    let jobs = env.count_jobs(None).await;
+    assert!(jobs > 0, "no fuzzed job was ever accepted:\n{report}");
+    assert!(
+        !api.output().contains("request failed"),
+        "the API logged an internal error:\n{}",
+        api.output()
+    );
+}
