@@ -1,0 +1,329 @@
+//! The scenarios of issue 4, each run the same way against either system, and the sizes
+//! they run at (full, or tiny for CI).
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::Value;
+
+use crate::{
+    clock::now_us,
+    load::{self, MakeRequest},
+    report::{Better, Figure},
+    systems::{Deployment, System},
+    target::Target,
+};
+
+/// Every scenario, in the order they run.
+pub const ALL: [&str; 7] = [
+    "enqueue",
+    "enqueue-batch",
+    "drain",
+    "latency",
+    "inflight",
+    "delay",
+    "redis-memory",
+];
+
+/// How big each scenario is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Size {
+    pub enqueue_conns: usize,
+    pub enqueue_secs: f64,
+    pub batch_conns: usize,
+    pub batch_jobs: usize,
+    pub batch_secs: f64,
+    pub drain_jobs: u64,
+    /// Calls in flight per worker where the scenario does not set it (both systems).
+    pub worker_concurrency: usize,
+    pub latency_rate: u64,
+    pub latency_secs: f64,
+    pub inflight_jobs: u64,
+    pub inflight_call_ms: u64,
+    pub delay_jobs: u64,
+    pub delay_spread_secs: f64,
+    pub memory_jobs: u64,
+}
+
+impl Size {
+    /// The sizes issue 4 names.
+    pub fn full() -> Self {
+        Self {
+            enqueue_conns: 64,
+            enqueue_secs: 10.0,
+            batch_conns: 4,
+            batch_jobs: 1000,
+            batch_secs: 10.0,
+            drain_jobs: 100_000,
+            worker_concurrency: 512,
+            latency_rate: 1000,
+            latency_secs: 30.0,
+            inflight_jobs: 10_000,
+            inflight_call_ms: 10_000,
+            delay_jobs: 10_000,
+            delay_spread_secs: 10.0,
+            memory_jobs: 1_000_000,
+        }
+    }
+
+    /// Each scenario once, small, so CI shows that it still works.
+    pub fn tiny() -> Self {
+        Self {
+            enqueue_conns: 4,
+            enqueue_secs: 1.0,
+            batch_conns: 1,
+            batch_jobs: 10,
+            batch_secs: 1.0,
+            drain_jobs: 200,
+            worker_concurrency: 64,
+            latency_rate: 50,
+            latency_secs: 1.0,
+            inflight_jobs: 100,
+            inflight_call_ms: 500,
+            delay_jobs: 100,
+            delay_spread_secs: 1.0,
+            memory_jobs: 1_000,
+        }
+    }
+}
+
+/// What one scenario needs.
+pub struct Bench<'a> {
+    pub size: &'a Size,
+    pub target: &'a Target,
+}
+
+impl Bench<'_> {
+    /// Runs `scenario` against a fresh deployment; its figures.
+    pub async fn run(&self, scenario: &str, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        self.target.stats.reset();
+        match scenario {
+            "enqueue" => self.enqueue(d).await,
+            "enqueue-batch" => self.enqueue_batch(d).await,
+            "drain" => self.drain(d).await,
+            "latency" => self.latency(d).await,
+            "inflight" => self.inflight(d).await,
+            "delay" => self.delay(d).await,
+            "redis-memory" => self.redis_memory(d).await,
+            other => anyhow::bail!("no scenario {other:?}"),
+        }
+    }
+
+    fn single(&self, system: System, path: &str) -> MakeRequest {
+        let url = self.target.url(path);
+        Arc::new(move |_| system.single(&system.job(&url, None, None)))
+    }
+
+    fn batches(&self, system: System, path: &str, jobs: usize) -> MakeRequest {
+        let url = self.target.url(path);
+        Arc::new(move |_| system.batch(vec![system.job(&url, None, None); jobs]))
+    }
+
+    /// Submits `count` jobs to `path` in batches; fails unless every one was accepted.
+    async fn prequeue(&self, d: &mut Deployment, count: u64, path: &str) -> anyhow::Result<()> {
+        let per = self.size.batch_jobs.min(count as usize).max(1);
+        let requests = count.div_ceil(per as u64);
+        anyhow::ensure!(
+            requests * per as u64 == count,
+            "{count} is not a multiple of {per}"
+        );
+        let done = load::send_all(
+            &d.endpoint,
+            self.size.batch_conns.max(2),
+            requests,
+            self.batches(d.system, path, per),
+            "queued (batches)",
+        )
+        .await;
+        anyhow::ensure!(
+            done.ok == requests,
+            "{} of {requests} batches failed: {:?} {:?}",
+            done.failed(),
+            done.statuses,
+            done.first_error
+        );
+        Ok(())
+    }
+
+    async fn enqueue(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let size = self.size;
+        let secs = Duration::from_secs_f64(size.enqueue_secs);
+        let make = self.single(d.system, "/ok");
+        let done = load::closed_loop(&d.endpoint, size.enqueue_conns, secs, make).await;
+        let stored = d.stored().await?;
+        anyhow::ensure!(
+            stored >= done.ok,
+            "{} jobs were accepted but only {stored} are stored",
+            done.ok
+        );
+        Ok(vec![
+            Figure::new(
+                "jobs/s",
+                done.ok as f64 / done.elapsed.as_secs_f64(),
+                Better::Higher,
+            )
+            .target(20_000.0),
+            Figure::new("p50 ms", done.latency_ms(0.5), Better::Lower),
+            Figure::new("p99 ms", done.latency_ms(0.99), Better::Lower),
+            Figure::new("non-2xx answers", done.failed() as f64, Better::Lower),
+        ])
+    }
+
+    async fn enqueue_batch(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let size = self.size;
+        let secs = Duration::from_secs_f64(size.batch_secs);
+        let make = self.batches(d.system, "/ok", size.batch_jobs);
+        let done = load::closed_loop(&d.endpoint, size.batch_conns, secs, make).await;
+        let jobs = done.ok * size.batch_jobs as u64;
+        let stored = d.stored().await?;
+        anyhow::ensure!(
+            stored >= jobs,
+            "{jobs} jobs were accepted but only {stored} are stored"
+        );
+        Ok(vec![
+            Figure::new(
+                "jobs/s",
+                jobs as f64 / done.elapsed.as_secs_f64(),
+                Better::Higher,
+            )
+            .target(80_000.0),
+            Figure::new("p99 ms per batch", done.latency_ms(0.99), Better::Lower),
+            Figure::new("non-2xx answers", done.failed() as f64, Better::Lower),
+        ])
+    }
+
+    async fn drain(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let n = self.size.drain_jobs;
+        self.prequeue(d, n, "/ok").await?;
+        let started = std::time::Instant::now();
+        let rss = self
+            .run_worker(d, self.size.worker_concurrency, n, "drain")
+            .await?;
+        let secs = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            self.target.stats.calls() >= n,
+            "the target saw fewer calls than jobs"
+        );
+        Ok(vec![
+            Figure::new("jobs/s", n as f64 / secs, Better::Higher).target(20_000.0),
+            Figure::new("worker peak RSS MB", rss, Better::Lower),
+        ])
+    }
+
+    /// Starts a worker, waits until `n` jobs are finished; the worker's peak RSS in MB.
+    async fn run_worker(
+        &self,
+        d: &mut Deployment,
+        concurrency: usize,
+        n: u64,
+        label: &str,
+    ) -> anyhow::Result<f64> {
+        let worker = d.start_worker(concurrency).await?.pid();
+        d.wait_finished(n, label).await?;
+        Ok(peak_rss_mb(worker))
+    }
+
+    async fn latency(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let size = self.size;
+        d.start_worker(size.worker_concurrency).await?;
+        let (system, url) = (d.system, self.target.url("/ok"));
+        let make: MakeRequest =
+            Arc::new(move |_| system.single(&system.job(&url, Some(now_us()), None)));
+        let secs = Duration::from_secs_f64(size.latency_secs);
+        let progress = {
+            let stats = self.target.stats.clone();
+            let total = (size.latency_rate as f64 * size.latency_secs) as u64;
+            crate::progress::every_second("called".into(), total, move || stats.calls())
+        };
+        let done = load::at_rate(&d.endpoint, 16, size.latency_rate, secs, make).await;
+        progress.abort();
+        anyhow::ensure!(
+            done.failed() == 0,
+            "submissions failed: {:?}",
+            done.statuses
+        );
+        d.wait_finished(done.ok, "latency").await?;
+        let h = self.target.stats.latency();
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Ok(vec![
+            Figure::new("p50 ms", ms(0.5), Better::Lower).target(2.0),
+            Figure::new("p99 ms", ms(0.99), Better::Lower).target(10.0),
+            Figure::new("max ms", h.max() as f64 / 1000.0, Better::Lower),
+        ])
+    }
+
+    async fn inflight(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let size = self.size;
+        let n = size.inflight_jobs;
+        self.prequeue(d, n, &format!("/sleep/{}", size.inflight_call_ms))
+            .await?;
+        let started = std::time::Instant::now();
+        let rss = self.run_worker(d, n as usize, n, "inflight").await?;
+        let secs = started.elapsed().as_secs_f64();
+        // The SPEC's bound is for 10-second calls; a tiny run scales it.
+        let call_secs = size.inflight_call_ms as f64 / 1000.0;
+        Ok(vec![
+            Figure::new("wall s", secs, Better::Lower).target(call_secs * 1.1),
+            Figure::new("worker peak RSS MB", rss, Better::Lower).target(100.0),
+        ])
+    }
+
+    async fn delay(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let size = self.size;
+        let n = size.delay_jobs;
+        d.start_worker(size.worker_concurrency).await?;
+        // Due times start once every job has surely been submitted.
+        let first = now_us() + 3_000_000;
+        let step = (size.delay_spread_secs * 1e6) as u64 / n;
+        let (system, url) = (d.system, self.target.url("/ok"));
+        let per = size.batch_jobs.min(n as usize);
+        let make: MakeRequest = Arc::new(move |b| {
+            let jobs: Vec<Value> = (0..per as u64)
+                .map(|i| {
+                    let due = first + (b * per as u64 + i) * step;
+                    system.job(&url, None, Some(due))
+                })
+                .collect();
+            system.batch(jobs)
+        });
+        let requests = n / per as u64;
+        let done = load::send_all(&d.endpoint, 2, requests, make, "scheduled").await;
+        anyhow::ensure!(
+            now_us() < first,
+            "submitting took longer than the lead time"
+        );
+        anyhow::ensure!(
+            done.ok == requests,
+            "submissions failed: {:?}",
+            done.statuses
+        );
+        d.wait_finished(n, "delay").await?;
+        let h = self.target.stats.lateness();
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Ok(vec![
+            Figure::new("lateness p50 ms", ms(0.5), Better::Lower),
+            Figure::new("lateness p99 ms", ms(0.99), Better::Lower).target(50.0),
+            Figure::new("lateness max ms", h.max() as f64 / 1000.0, Better::Lower),
+            Figure::new(
+                "calls before due",
+                self.target.stats.early() as f64,
+                Better::Lower,
+            ),
+        ])
+    }
+
+    async fn redis_memory(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let n = self.size.memory_jobs;
+        let before = d.redis_used_memory().await?;
+        self.prequeue(d, n, "/ok").await?;
+        let after = d.redis_used_memory().await?;
+        Ok(vec![Figure::new(
+            "bytes per queued job",
+            after.saturating_sub(before) as f64 / n as f64,
+            Better::Lower,
+        )])
+    }
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    crate::systems::peak_rss_kib(pid) as f64 / 1024.0
+}

@@ -1,0 +1,452 @@
+//! The two systems under test, each deployed fresh for every scenario against the same
+//! Redis and the same target: Courier (`courier-api` and `courier-worker` processes of
+//! this build, with a database of their own) and BullMQ (`bench/peers/bullmq`: an Express
+//! API and a BullMQ worker under Node.js).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use courier_testkit::{TestEnv, binary, wait_until};
+use deadpool_redis::redis;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::{
+    load::Endpoint,
+    target::{DUE_HEADER, SENT_HEADER},
+};
+
+/// The queue every benchmark job goes to.
+pub const QUEUE: &str = "bench";
+/// The encryption key of the benchmark's Courier (any 32 bytes do).
+const ENCRYPTION_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Courier,
+    Bullmq,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Courier => "Courier",
+            Self::Bullmq => "BullMQ",
+        }
+    }
+
+    /// How this side is set up, for the report.
+    pub fn configuration(self) -> &'static str {
+        match self {
+            Self::Courier => {
+                "courier-api and one courier-worker (release build, default settings: \
+                 JSON logs at info, API keys on, SSRF protection with 127.0.0.1/32 allowed); \
+                 jobs committed to PostgreSQL (synchronous_commit on) before 2xx, every \
+                 attempt recorded in PostgreSQL"
+            }
+            Self::Bullmq => {
+                "Express API (queue.add, queue.addBulk for batches) and one BullMQ worker \
+                 (Node.js, undici fetch with keep-alive); completed jobs kept in Redis, \
+                 nothing in PostgreSQL"
+            }
+        }
+    }
+
+    /// A job's JSON for this system's API: a POST to `url`, with the benchmark's timing
+    /// headers, due at `due_us` when given.
+    pub fn job(self, url: &str, sent_us: Option<u64>, due_us: Option<u64>) -> Value {
+        let mut headers = serde_json::Map::new();
+        if let Some(sent) = sent_us {
+            headers.insert(SENT_HEADER.into(), sent.to_string().into());
+        }
+        if let Some(due) = due_us {
+            headers.insert(DUE_HEADER.into(), due.to_string().into());
+        }
+        match self {
+            Self::Courier => {
+                let mut job = json!({"queue": QUEUE, "target": {"url": url, "headers": headers}});
+                if let Some(due) = due_us {
+                    let at = chrono::DateTime::from_timestamp_micros(due as i64)
+                        .expect("a due time in range");
+                    job["run_at"] = at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                        .into();
+                }
+                job
+            }
+            Self::Bullmq => {
+                let mut job =
+                    json!({"url": url, "method": "POST", "headers": headers, "attempts": 3});
+                if let Some(due) = due_us {
+                    job["run_at_ms"] = (due / 1000).into();
+                }
+                job
+            }
+        }
+    }
+
+    /// Path and body that submit one job.
+    pub fn single(self, job: &Value) -> (String, Bytes) {
+        let path = match self {
+            Self::Courier => "/v1/jobs",
+            Self::Bullmq => "/jobs",
+        };
+        (path.into(), Bytes::from(job.to_string()))
+    }
+
+    /// Path and body that submit `jobs` in one request.
+    pub fn batch(self, jobs: Vec<Value>) -> (String, Bytes) {
+        let path = match self {
+            Self::Courier => "/v1/jobs/batch",
+            Self::Bullmq => "/jobs/batch",
+        };
+        (
+            path.into(),
+            Bytes::from(json!({ "jobs": jobs }).to_string()),
+        )
+    }
+}
+
+/// A child process with its output in a log file; killed when dropped.
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(
+        program: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", program.display()))?;
+        Ok(Self { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until a line of the output gives `find` an answer.
+    async fn wait_for<T>(&self, what: &str, find: impl Fn(&str) -> Option<T>) -> T {
+        wait_until(what, Duration::from_secs(60), || async {
+            self.output().lines().find_map(&find)
+        })
+        .await
+    }
+
+    /// SIGTERM, then a kill after 30 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A process's peak resident set size so far, in KiB (`VmHWM`); 0 once it is gone.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Where the BullMQ peer lives.
+pub fn peer_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/bullmq")
+}
+
+/// One system, deployed for one scenario.
+pub struct Deployment {
+    pub system: System,
+    pub endpoint: Endpoint,
+    redis: redis::aio::MultiplexedConnection,
+    redis_url: String,
+    api: Proc,
+    workers: Vec<Proc>,
+    courier: Option<TestEnv>,
+    logs: PathBuf,
+}
+
+impl Deployment {
+    /// Starts `system`'s API against `redis_url` (empty, flushed by the caller).
+    pub async fn start(system: System, redis_url: &str, logs: &Path) -> anyhow::Result<Self> {
+        let client = redis::Client::open(redis_url)?;
+        let redis = client.get_multiplexed_async_connection().await?;
+        let (api, courier, port) = match system {
+            System::Courier => {
+                let env = TestEnv::on(&admin_url(), redis_url).await;
+                let api = Proc::spawn(
+                    &binary("courier-api"),
+                    &["serve"],
+                    &courier_env(&env, &[("COURIER__SERVER__PORT", "0")]),
+                    logs.join("courier-api.log"),
+                )?;
+                let port = api
+                    .wait_for("courier-api to listen", |line| {
+                        let line: Value = serde_json::from_str(line).ok()?;
+                        (line["message"] == "courier-api listening")
+                            .then(|| line["port"].as_u64())?
+                    })
+                    .await;
+                (api, Some(env), port as u16)
+            }
+            System::Bullmq => {
+                let api = Proc::spawn(
+                    Path::new("node"),
+                    &[&peer_dir().join("api.js").display().to_string()],
+                    &bullmq_env(redis_url, &[("PORT", "0")]),
+                    logs.join("bullmq-api.log"),
+                )?;
+                let port = api
+                    .wait_for("the Express API to listen", |line| {
+                        line.strip_prefix("listening on ")?.trim().parse().ok()
+                    })
+                    .await;
+                (api, None, port)
+            }
+        };
+        let authorization = courier
+            .as_ref()
+            .map(|env| format!("Bearer {}", env.api_key));
+        Ok(Self {
+            system,
+            endpoint: Endpoint {
+                addr: ([127, 0, 0, 1], port).into(),
+                authorization,
+            },
+            redis,
+            redis_url: redis_url.to_owned(),
+            api,
+            workers: Vec::new(),
+            courier,
+            logs: logs.to_owned(),
+        })
+    }
+
+    /// Starts one worker process serving the benchmark queue with `concurrency` calls at
+    /// once, and waits until it is ready.
+    pub async fn start_worker(&mut self, concurrency: usize) -> anyhow::Result<&Proc> {
+        let concurrency = concurrency.to_string();
+        let n = self.workers.len();
+        let worker = match (self.system, &self.courier) {
+            (System::Courier, Some(env)) => {
+                let worker = Proc::spawn(
+                    &binary("courier-worker"),
+                    &[],
+                    &courier_env(
+                        env,
+                        &[
+                            ("COURIER__WORKER__CONCURRENCY", &concurrency),
+                            ("COURIER__WORKER__QUEUES", QUEUE),
+                        ],
+                    ),
+                    self.logs.join(format!("courier-worker-{n}.log")),
+                )?;
+                worker
+                    .wait_for("courier-worker to start", |line| {
+                        line.contains("courier-worker started").then_some(())
+                    })
+                    .await;
+                worker
+            }
+            _ => {
+                let worker = Proc::spawn(
+                    Path::new("node"),
+                    &[&peer_dir().join("worker.js").display().to_string()],
+                    &bullmq_env(&self.redis_url, &[("CONCURRENCY", &concurrency)]),
+                    self.logs.join(format!("bullmq-worker-{n}.log")),
+                )?;
+                worker
+                    .wait_for("the BullMQ worker to be ready", |line| {
+                        (line.trim() == "ready").then_some(())
+                    })
+                    .await;
+                worker
+            }
+        };
+        self.workers.push(worker);
+        Ok(self.workers.last().expect("just pushed"))
+    }
+
+    /// Jobs stored and not yet finished or finished: everything the system holds.
+    pub async fn stored(&mut self) -> anyhow::Result<u64> {
+        match &self.courier {
+            Some(env) => Ok(sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs")
+                .fetch_one(&env.db)
+                .await? as u64),
+            None => {
+                let k = |s: &str| format!("bull:{QUEUE}:{s}");
+                let (wait, active, delayed, prioritized, completed, failed): (
+                    u64,
+                    u64,
+                    u64,
+                    u64,
+                    u64,
+                    u64,
+                ) = redis::pipe()
+                    .llen(k("wait"))
+                    .llen(k("active"))
+                    .zcard(k("delayed"))
+                    .zcard(k("prioritized"))
+                    .zcard(k("completed"))
+                    .zcard(k("failed"))
+                    .query_async(&mut self.redis)
+                    .await?;
+                Ok(wait + active + delayed + prioritized + completed + failed)
+            }
+        }
+    }
+
+    /// Jobs finished: for Courier, terminal in PostgreSQL with their execution records
+    /// there too; for BullMQ, completed or failed for good.
+    pub async fn finished(&mut self) -> anyhow::Result<u64> {
+        match &self.courier {
+            Some(env) => {
+                let (terminal, records): (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'dead', 'cancelled')),
+                            (SELECT count(*) FROM job_executions)",
+                )
+                .fetch_one(&env.db)
+                .await?;
+                Ok(terminal.min(records) as u64)
+            }
+            None => {
+                let (completed, failed): (u64, u64) = redis::pipe()
+                    .zcard(format!("bull:{QUEUE}:completed"))
+                    .zcard(format!("bull:{QUEUE}:failed"))
+                    .query_async(&mut self.redis)
+                    .await?;
+                Ok(completed + failed)
+            }
+        }
+    }
+
+    /// Waits until `count` jobs are finished, printing progress; polls every 20 ms.
+    pub async fn wait_finished(&mut self, count: u64, label: &str) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let mut last_print = started;
+        loop {
+            let done = self.finished().await?;
+            if done >= count {
+                return Ok(());
+            }
+            if last_print.elapsed() >= Duration::from_secs(1) {
+                last_print = std::time::Instant::now();
+                let rate = done as f64 / started.elapsed().as_secs_f64();
+                eprintln!("    {label}: {done}/{count} finished ({rate:.0}/s)");
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(1800),
+                "{label}: only {done} of {count} jobs finished in 30 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Redis's `used_memory`, in bytes.
+    pub async fn redis_used_memory(&mut self) -> anyhow::Result<u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.redis)
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("INFO memory without used_memory")
+    }
+
+    /// Stops every process and drops Courier's database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for worker in self.workers {
+            worker.stop().await;
+        }
+        self.api.stop().await;
+        if let Some(env) = self.courier {
+            env.db.close().await;
+            let name = env
+                .database_url
+                .rsplit('/')
+                .next()
+                .context("database name")?
+                .to_owned();
+            let admin = sqlx::PgPool::connect(&admin_url()).await?;
+            // The name is `courier_test_<uuid>`, made by TestEnv, never input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await?;
+            admin.close().await;
+        }
+        Ok(())
+    }
+}
+
+/// The PostgreSQL the benchmark makes its databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Courier's settings: its defaults, plus what the benchmark needs.
+fn courier_env(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = [
+        ("DATABASE_URL", env.settings.database.url.as_str()),
+        ("REDIS_URL", env.settings.redis.url.as_str()),
+        ("COURIER__REDIS__PREFIX", env.settings.redis.prefix.as_str()),
+        ("COURIER__SERVER__HOST", "127.0.0.1"),
+        // The target runs on this machine, which SSRF protection refuses by default.
+        ("COURIER__OUTBOUND__ALLOW", "127.0.0.1/32"),
+        ("COURIER__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    vars
+}
+
+fn bullmq_env(redis_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("REDIS_URL".to_owned(), redis_url.to_owned()),
+        ("QUEUE".to_owned(), QUEUE.to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    vars
+}
