@@ -244,8 +244,8 @@ filter = "info"
 
 [auth]
 enabled = true
-rate_limit_per_second = 2000
-rate_limit_burst = 4000
+rate_limit_per_second = 20_000
+rate_limit_burst = 40_000
 
 [outbound]
 allow = []
