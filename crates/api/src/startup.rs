@@ -4,7 +4,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use axum::{Router, extract::DefaultBodyLimit, http::Request};
+use axum::{Router, extract::DefaultBodyLimit, http::Request, serve::ListenerExt};
 use courier_core::{Settings, crypto::SecretBox, db, outbound::OutboundPolicy, queue::RedisQueue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -94,7 +94,14 @@ impl Application {
             tracing::info!("shutting down: draining requests in flight");
             stopping.cancel();
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // Without TCP_NODELAY an answer written in two parts waits for the client's
+        // delayed ACK (tens of milliseconds) before its second part goes out.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        let serve = axum::serve(listener, self.router).with_graceful_shutdown(signal);
         let served = tokio::select! {
             result = serve => result.map_err(anyhow::Error::from),
             () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
