@@ -36,6 +36,9 @@ struct Args {
     /// Systems to run: courier, bullmq (default: both).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
+    /// Size overrides, `name=value` (field names of `Size`: `drain_jobs=20000`).
+    #[arg(long = "set", value_delimiter = ',')]
+    overrides: Vec<String>,
     /// Where to write the JSON (default: bench/results/<time>.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -54,7 +57,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Size::tiny()
     } else {
         Size::full()
-    };
+    }
+    .with(&args.overrides)?;
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
         scenarios::ALL.iter().map(|s| s.to_string()).collect()
     } else {
