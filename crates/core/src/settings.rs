@@ -60,6 +60,7 @@ pub struct RedisSettings {
     pub url: String,
     /// Every key Courier writes starts with this prefix.
     pub prefix: String,
+    /// Multiplexed connections per process; each carries many commands at once.
     pub pool_size: usize,
     /// Timeout of one Redis command (blocking waits use their own connection).
     pub command_timeout_ms: u64,
@@ -213,7 +214,7 @@ connect_timeout_ms = 5000
 [redis]
 url = "redis://127.0.0.1:6379"
 prefix = "courier"
-pool_size = 32
+pool_size = 4
 command_timeout_ms = 5000
 
 [jobs]

@@ -83,13 +83,9 @@ impl RedisServer {
         self.child = Some(child);
         let port = self.port;
         wait_until("redis to answer", Duration::from_secs(20), || async move {
-            let client =
-                deadpool_redis::redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
             let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-            let pong: String = deadpool_redis::redis::cmd("PING")
-                .query_async(&mut conn)
-                .await
-                .ok()?;
+            let pong: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
             (pong == "PONG").then_some(())
         })
         .await;
@@ -110,13 +106,13 @@ impl RedisServer {
     }
 
     /// Sends a command (`FLUSHALL`, `CONFIG GET ...`) and returns the answer.
-    pub async fn command(&self, args: &[&str]) -> deadpool_redis::redis::Value {
-        let client = deadpool_redis::redis::Client::open(self.url()).expect("redis url");
+    pub async fn command(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).expect("redis url");
         let mut conn = client
             .get_multiplexed_async_connection()
             .await
             .expect("connect to redis");
-        let mut cmd = deadpool_redis::redis::cmd(args[0]);
+        let mut cmd = redis::cmd(args[0]);
         for arg in &args[1..] {
             cmd.arg(*arg);
         }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use courier_testkit::{ChildProcess, PgCluster, RedisServer, Target, TestEnv, wait_until};
-use deadpool_redis::redis::Value as RedisValue;
+use redis::Value as RedisValue;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
@@ -66,11 +66,8 @@ async fn jobs_run_over_postgresql_tls_and_a_least_privilege_redis_user() {
         .await;
     redis.command(&["ACL", "SETUSER", "default", "off"]).await;
     let redis_url = format!("redis://courier:courier-secret-pw@127.0.0.1:{}", redis.port);
-    let admin = deadpool_redis::redis::Client::open(format!(
-        "redis://admin:admin-pw@127.0.0.1:{}",
-        redis.port
-    ))
-    .unwrap();
+    let admin =
+        redis::Client::open(format!("redis://admin:admin-pw@127.0.0.1:{}", redis.port)).unwrap();
     let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
 
     let mut env = TestEnv::on("postgres://postgres@127.0.0.1:5432/postgres", &redis_url).await;
@@ -117,7 +114,7 @@ async fn jobs_run_over_postgresql_tls_and_a_least_privilege_redis_user() {
     assert_eq!(plain, 0, "a Courier connection without TLS");
 
     // Redis: everything ran as `courier`, and nothing it did was refused.
-    let clients: RedisValue = deadpool_redis::redis::cmd("CLIENT")
+    let clients: RedisValue = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut admin)
         .await
@@ -125,7 +122,7 @@ async fn jobs_run_over_postgresql_tls_and_a_least_privilege_redis_user() {
     let clients = text(&clients);
     assert!(clients.contains("user=courier"), "{clients}");
     assert!(!clients.contains("user=default"), "{clients}");
-    let denied: RedisValue = deadpool_redis::redis::cmd("ACL")
+    let denied: RedisValue = redis::cmd("ACL")
         .arg("LOG")
         .query_async(&mut admin)
         .await

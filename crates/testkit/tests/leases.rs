@@ -55,7 +55,6 @@ async fn a_job_whose_worker_vanished_is_reaped_and_run_again_and_the_late_result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_payload_the_worker_cannot_read_ends_that_job_dead_and_not_its_neighbours() {
-    use deadpool_redis::redis;
     let env = TestEnv::new().await;
     let target = Target::start().await;
     let app = TestApp::spawn(env.settings.clone()).await;

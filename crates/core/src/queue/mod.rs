@@ -12,9 +12,9 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use deadpool_redis::{
-    Pool, Runtime,
-    redis::{self, AsyncCommands, AsyncConnectionConfig, aio::MultiplexedConnection},
+use redis::{
+    AsyncCommands, AsyncConnectionConfig,
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
 };
 
 pub use keys::{Keys, QueueKeys};
@@ -28,8 +28,6 @@ use crate::settings::RedisSettings;
 pub enum QueueError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     #[error("redis answered something Courier did not write: {0}")]
     Corrupt(String),
 }
@@ -44,10 +42,51 @@ pub struct Token(pub i64);
 pub struct Dispatch {
     pub id: JobId,
     pub queue: QueueName,
-    pub spec: JobSpec,
+    /// The job's spec as JSON, as workers read it.
+    pub payload: String,
+    pub priority: u8,
     pub due: DateTime<Utc>,
     /// Attempts already made (0 for a new job).
     pub attempts: u32,
+}
+
+impl Dispatch {
+    /// `spec` serialised for Redis.
+    pub fn new(
+        id: JobId,
+        queue: QueueName,
+        spec: &JobSpec,
+        due: DateTime<Utc>,
+        attempts: u32,
+    ) -> Self {
+        Self::with_payload(
+            id,
+            queue,
+            serde_json::to_string(spec).expect("a job spec always serialises"),
+            spec,
+            due,
+            attempts,
+        )
+    }
+
+    /// With `payload`, the JSON of `spec` already made (for PostgreSQL, say).
+    pub fn with_payload(
+        id: JobId,
+        queue: QueueName,
+        payload: String,
+        spec: &JobSpec,
+        due: DateTime<Utc>,
+        attempts: u32,
+    ) -> Self {
+        Self {
+            id,
+            queue,
+            payload,
+            priority: spec.priority.get(),
+            due,
+            attempts,
+        }
+    }
 }
 
 /// A job a worker now holds the lease of.
@@ -163,7 +202,10 @@ pub enum Cancelled {
 /// Courier's queues in one Redis.
 #[derive(Clone)]
 pub struct RedisQueue {
-    pool: Pool,
+    /// Multiplexed connections, used in turn: many commands share each at once, and each
+    /// reconnects on its own after Redis comes back.
+    conns: Arc<[ConnectionManager]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
     client: redis::Client,
     keys: Keys,
     /// When this process last registered each queue in the queue set, so that
@@ -177,27 +219,28 @@ const REGISTER_EVERY: Duration = Duration::from_secs(10);
 const WAKE_TOKENS: usize = 32;
 
 impl RedisQueue {
-    /// Builds the pool; connections are made on first use, so a process can start while
+    /// Builds the connections; they connect on first use, so a process can start while
     /// Redis is down and recover when it comes back.
     ///
     /// # Errors
     /// An unparsable Redis URL.
     pub fn new(settings: &RedisSettings) -> Result<Self, QueueError> {
         let timeout = Duration::from_millis(settings.command_timeout_ms);
-        let config = AsyncConnectionConfig::new()
+        let client = redis::Client::open(settings.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let manager = deadpool_redis::Manager::new_with_config(settings.url.as_str(), config)?;
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .build()
-            .map_err(|e| QueueError::Corrupt(format!("building the redis pool: {e}")))?;
+            .set_response_timeout(Some(timeout))
+            // Reconnect quickly and keep trying: a command fails fast meanwhile, and the
+            // callers retry or report Redis as unavailable.
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let conns = (0..settings.pool_size.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            pool,
-            client: redis::Client::open(settings.url.as_str())?,
+            conns: conns.into(),
+            next: Arc::default(),
+            client,
             keys: Keys::new(&settings.prefix),
             registered: Arc::default(),
         })
@@ -207,8 +250,10 @@ impl RedisQueue {
         &self.keys
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
-        Ok(self.pool.get().await?)
+    /// The next connection in turn (a cheap clone of a shared handle).
+    async fn conn(&self) -> Result<ConnectionManager, QueueError> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.conns[i % self.conns.len()].clone())
     }
 
     /// A connection of its own with no response timeout, for blocking commands and
@@ -282,10 +327,14 @@ impl RedisQueue {
     ///
     /// # Errors
     /// Redis unreachable.
-    pub async fn enqueue(&self, jobs: &[Dispatch]) -> Result<usize, QueueError> {
+    pub async fn enqueue<D: std::borrow::Borrow<Dispatch>>(
+        &self,
+        jobs: &[D],
+    ) -> Result<usize, QueueError> {
         let mut by_queue: std::collections::BTreeMap<&QueueName, Vec<&Dispatch>> =
             Default::default();
         for job in jobs {
+            let job = job.borrow();
             by_queue.entry(&job.queue).or_default().push(job);
         }
         let mut conn = self.conn().await?;
@@ -300,13 +349,11 @@ impl RedisQueue {
                 .key(&k.seq)
                 .key(&k.signal);
             for job in jobs {
-                let payload =
-                    serde_json::to_string(&job.spec).expect("a job spec always serialises");
                 call.arg(job.id.to_string())
-                    .arg(job.spec.priority.get())
+                    .arg(job.priority)
                     .arg(job.due.timestamp_millis())
                     .arg(job.attempts)
-                    .arg(payload);
+                    .arg(&job.payload);
             }
             let n: usize = call.invoke_async(&mut conn).await?;
             added += n;
@@ -319,7 +366,7 @@ impl RedisQueue {
     /// queue new to the set wakes idle workers so they start serving it at once.
     async fn register(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut ConnectionManager,
         queue: &QueueName,
     ) -> Result<(), QueueError> {
         let fresh = |at: &Instant| at.elapsed() < REGISTER_EVERY;
@@ -339,7 +386,7 @@ impl RedisQueue {
             let _: () = redis::pipe()
                 .rpush(self.keys.queues_signal(), &["1"; WAKE_TOKENS])
                 .ltrim(self.keys.queues_signal(), -(WAKE_TOKENS as isize), -1)
-                .query_async(&mut **conn)
+                .query_async(conn)
                 .await?;
         }
         self.registered

@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use deadpool_redis::redis::Script;
+use redis::Script;
 
 pub(crate) struct Scripts {
     pub enqueue: Script,
