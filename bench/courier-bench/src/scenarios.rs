@@ -235,7 +235,8 @@ impl Bench<'_> {
         label: &str,
     ) -> anyhow::Result<f64> {
         let worker = d.start_worker(concurrency).await?.pid();
-        d.wait_finished(n, label).await?;
+        d.wait_finished(n, label, || self.target.stats.calls())
+            .await?;
         Ok(peak_rss_mb(worker))
     }
 
@@ -258,7 +259,8 @@ impl Bench<'_> {
             "submissions failed: {:?}",
             done.statuses
         );
-        d.wait_finished(done.ok, "latency").await?;
+        d.wait_finished(done.ok, "latency", || self.target.stats.calls())
+            .await?;
         let h = self.target.stats.latency();
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         Ok(vec![
@@ -315,7 +317,8 @@ impl Bench<'_> {
             "submissions failed: {:?}",
             done.statuses
         );
-        d.wait_finished(n, "delay").await?;
+        d.wait_finished(n, "delay", || self.target.stats.calls())
+            .await?;
         let h = self.target.stats.lateness();
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         Ok(vec![

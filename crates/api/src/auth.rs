@@ -29,16 +29,30 @@ use crate::{error::ApiError, state::AppState};
 /// How long a key found in PostgreSQL is trusted without looking again: a revoked key
 /// stops working within this time.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Past this age a cached key is looked up again in the background while it keeps
+/// serving, so a busy key never expires and never makes its requests wait.
+const KEY_REFRESH_AFTER: Duration = Duration::from_millis(2500);
 /// Past this many cached keys the cache starts over (keys are few; this bounds a flood).
 const KEY_CACHE_MAX: usize = 10_000;
 
-/// Keys found recently, by their hash, with when they were found.
-type KeyCache = HashMap<[u8; 32], (Instant, Arc<ApiKey>)>;
+/// A key found in PostgreSQL.
+struct Cached {
+    found: Instant,
+    key: Arc<ApiKey>,
+    /// Set while a background refresh of this entry runs.
+    refreshing: bool,
+}
+
+/// Keys found recently, by their hash.
+type KeyCache = Arc<Mutex<HashMap<[u8; 32], Cached>>>;
 
 /// Looks keys up (with a short cache) and limits each key's rate.
 pub struct Authenticator {
     enabled: bool,
-    cache: Mutex<KeyCache>,
+    cache: KeyCache,
+    /// Serialises lookups that must wait (a key not in the cache), so many requests of
+    /// one new key make one query rather than one each.
+    lookup: tokio::sync::Mutex<()>,
     limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
 }
 
@@ -56,7 +70,8 @@ impl Authenticator {
         });
         Self {
             enabled: settings.enabled,
-            cache: Mutex::new(HashMap::new()),
+            cache: Arc::default(),
+            lookup: tokio::sync::Mutex::new(()),
             limiter,
         }
     }
@@ -64,22 +79,37 @@ impl Authenticator {
     /// The unrevoked key behind `secret`, from the cache or PostgreSQL.
     async fn find(&self, db: &PgPool, secret: &str) -> Result<Option<Arc<ApiKey>>, ApiError> {
         let hash = keys::hash_key(secret);
-        if let Some((at, key)) = self.cache.lock().expect("key cache").get(&hash)
-            && at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(Some(key.clone()));
+        if let Some(key) = self.cached(db, &hash) {
+            return Ok(Some(key));
         }
-        let Some(key) = keys::authenticate(db, &hash).await? else {
-            self.cache.lock().expect("key cache").remove(&hash);
-            return Ok(None);
-        };
-        let key = Arc::new(key);
+        let _one_at_a_time = self.lookup.lock().await;
+        if let Some(key) = self.cached(db, &hash) {
+            return Ok(Some(key));
+        }
+        Ok(look_up(&self.cache, db, &hash).await?)
+    }
+
+    /// A cached key young enough to trust, starting its refresh when it is getting old.
+    fn cached(&self, db: &PgPool, hash: &[u8; 32]) -> Option<Arc<ApiKey>> {
         let mut cache = self.cache.lock().expect("key cache");
-        if cache.len() >= KEY_CACHE_MAX {
-            cache.clear();
+        let entry = cache.get_mut(hash)?;
+        let age = entry.found.elapsed();
+        if age >= KEY_CACHE_TTL {
+            return None;
         }
-        cache.insert(hash, (Instant::now(), key.clone()));
-        Ok(Some(key))
+        if age >= KEY_REFRESH_AFTER && !entry.refreshing {
+            entry.refreshing = true;
+            let (cache, db, hash) = (self.cache.clone(), db.clone(), *hash);
+            tokio::spawn(async move {
+                if let Err(e) = look_up(&cache, &db, &hash).await {
+                    tracing::warn!(error = %e, "refreshing an API key failed");
+                    if let Some(entry) = cache.lock().expect("key cache").get_mut(&hash) {
+                        entry.refreshing = false;
+                    }
+                }
+            });
+        }
+        Some(entry.key.clone())
     }
 
     /// `Err(seconds to wait)` when the key is over its rate.
@@ -204,4 +234,33 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, key) = value.trim().split_once(' ')?;
     let key = key.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
+/// Looks the key up in PostgreSQL (marking it used) and caches what it finds.
+async fn look_up(
+    cache: &KeyCache,
+    db: &PgPool,
+    hash: &[u8; 32],
+) -> Result<Option<Arc<ApiKey>>, courier_core::repo::RepoError> {
+    let found = keys::authenticate(db, hash).await?.map(Arc::new);
+    let mut cache = cache.lock().expect("key cache");
+    match &found {
+        None => {
+            cache.remove(hash);
+        }
+        Some(key) => {
+            if cache.len() >= KEY_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(
+                *hash,
+                Cached {
+                    found: Instant::now(),
+                    key: key.clone(),
+                    refreshing: false,
+                },
+            );
+        }
+    }
+    Ok(found)
 }

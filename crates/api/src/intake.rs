@@ -1,21 +1,39 @@
-//! Group commit for `POST /v1/jobs`. Each request hands its parsed job to the intake
-//! task and waits; the task inserts everything waiting in one statement and one commit,
-//! answers every request once that commit lands (a 2xx still means durable), and passes
-//! the batch to one dispatch task, which sends batches to Redis in order (so FIFO holds)
-//! while the next batch is being inserted. Under load a commit carries many jobs instead
-//! of one; alone, a request is its own batch and waits for nothing.
+//! Group commit for `POST /v1/jobs`. Each request hands its parsed job to the intake and
+//! waits; three tasks form a pipeline, each taking everything that is waiting for it:
+//!
+//! 1. the commit task inserts every waiting job (and its dispatch outbox entry) in one
+//!    statement and one commit;
+//! 2. the dispatch task sends every committed batch that is waiting to Redis in one
+//!    round trip per queue, in commit order (so FIFO holds), and answers the requests
+//!    (a 2xx means committed; in Redis too unless Redis is down);
+//! 3. the mark task takes the dispatched jobs out of the outbox, many batches in one
+//!    statement, off the answer's path.
+//!
+//! Under load each step carries many jobs instead of one; alone, a request is its own
+//! batch and waits for nothing. No step waits for a later one, so a slow mark never holds
+//! up an answer, and a slow Redis never holds up the next commit for more than a few
+//! batches.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use courier_core::{
     JobId,
     domain::NewJob,
     maintenance::Maintenance,
+    queue::Dispatch,
     repo::{self, Idempotency, JobRow, RepoError},
 };
 use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs in one commit.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 1024;
+/// Committed batches that may wait for Redis before the commit task waits too.
+const DISPATCH_QUEUE: usize = 64;
+/// Dispatched batches whose outbox entries may wait to be deleted; past this they are
+/// left to the dispatcher, which sends them again harmlessly.
+const MARK_QUEUE: usize = 1024;
+/// How often the outbox is cleared of dispatched jobs. Far below the dispatcher's grace,
+/// so it never sends these jobs again.
+const MARK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What became of a submitted job.
 #[derive(Debug)]
@@ -53,6 +71,13 @@ struct Submission {
     reply: Reply,
 }
 
+/// A committed job on its way to Redis, and the request waiting for it.
+struct Committed {
+    dispatch: Dispatch,
+    row: Box<JobRow>,
+    reply: Reply,
+}
+
 /// The sending side of the intake; cheap to clone.
 #[derive(Clone)]
 pub struct Intake {
@@ -60,12 +85,14 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Starts the intake and dispatch tasks. They end when every `Intake` is dropped.
+    /// Starts the pipeline's tasks. They end when every `Intake` is dropped.
     pub fn spawn(maintenance: Maintenance) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        let (dispatch_tx, dispatch_rx) = mpsc::channel(4);
+        let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
+        let (mark_tx, mark_rx) = mpsc::channel(MARK_QUEUE);
         tokio::spawn(commit_loop(maintenance.clone(), rx, dispatch_tx));
-        tokio::spawn(dispatch_loop(maintenance, dispatch_rx));
+        tokio::spawn(dispatch_loop(maintenance.clone(), dispatch_rx, mark_tx));
+        tokio::spawn(mark_loop(maintenance, mark_rx));
         Self { tx }
     }
 
@@ -95,117 +122,138 @@ impl Intake {
 async fn commit_loop(
     maintenance: Maintenance,
     mut rx: mpsc::Receiver<Submission>,
-    dispatch: mpsc::Sender<Vec<(Box<JobRow>, Reply)>>,
+    dispatch: mpsc::Sender<Vec<Committed>>,
 ) {
-    loop {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let committed = commit_batch(&maintenance, std::mem::take(&mut batch)).await;
+        if committed.is_empty() {
+            continue;
         }
-        commit_batch(&maintenance, batch, &dispatch).await;
+        if let Err(mpsc::error::SendError(committed)) = dispatch.send(committed).await {
+            tracing::error!("the dispatch task is gone; the dispatcher loop will send these jobs");
+            for c in committed {
+                let _ = c.reply.send(Ok(Admission::Created(c.row)));
+            }
+        }
     }
 }
 
-async fn commit_batch(
-    maintenance: &Maintenance,
-    mut batch: Vec<Submission>,
-    dispatch: &mpsc::Sender<Vec<(Box<JobRow>, Reply)>>,
-) {
+/// Inserts the batch; answers at once every request whose job was not created, and
+/// returns the created ones for dispatch.
+async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Vec<Committed> {
     let now = Utc::now();
-    let (jobs, keys): (Vec<NewJob>, Vec<Option<Idempotency>>) = batch
-        .iter()
-        .map(|s| (s.job.clone(), s.idempotency.clone()))
-        .unzip();
-    let outcome = match repo::insert_jobs(&maintenance.db, &jobs, &keys, now).await {
-        Err(e) if !e.is_unavailable() && batch.len() > 1 => {
+    let mut jobs = Vec::with_capacity(batch.len());
+    let mut keys = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for s in batch {
+        jobs.push(s.job);
+        keys.push(s.idempotency);
+        replies.push(s.reply);
+    }
+    let specs: Vec<String> = jobs.iter().map(repo::spec_json).collect();
+    let inserted = match repo::insert_jobs(&maintenance.db, &jobs, &specs, &keys, now).await {
+        Ok(inserted) => Some(inserted),
+        Err(e) if !e.is_unavailable() && jobs.len() > 1 => {
             // One row the database refuses must not fail its neighbours: insert each
             // on its own and answer each with its own result.
-            tracing::warn!(error = %e, jobs = batch.len(), "a batch insert failed; inserting one by one");
+            tracing::warn!(error = %e, jobs = jobs.len(), "a batch insert failed; inserting one by one");
             None
         }
-        result => Some(result),
-    };
-    // Created jobs are answered by the dispatch task once they are in Redis, so a
-    // client never holds the id of a job that a cancel could miss.
-    let mut created = Vec::with_capacity(batch.len());
-    let mut answer = |submission: Submission, result: Result<Admission, IntakeError>| match result {
-        Ok(Admission::Created(row)) => created.push((row, submission.reply)),
-        other => {
-            let _ = submission.reply.send(other);
-        }
-    };
-    match outcome {
-        Some(Ok(inserted)) => {
-            let inserted: std::collections::HashSet<JobId> = inserted.into_iter().collect();
-            for submission in batch.drain(..) {
-                let admission = admit(&submission.job, inserted.contains(&submission.job.id), now);
-                answer(submission, Ok(admission));
-            }
-        }
-        Some(Err(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "inserting jobs failed");
             let unavailable = e.is_unavailable();
-            for submission in batch.drain(..) {
+            for reply in replies {
                 let error = if unavailable {
                     IntakeError::Unavailable
                 } else {
                     IntakeError::Failed(e.to_string())
                 };
-                answer(submission, Err(error));
+                let _ = reply.send(Err(error));
+            }
+            return Vec::new();
+        }
+    };
+    let mut created = Vec::with_capacity(jobs.len());
+    let outcomes = jobs.into_iter().zip(specs).zip(keys).zip(replies);
+    match inserted {
+        Some(inserted) => {
+            let inserted: std::collections::HashSet<JobId> = inserted.into_iter().collect();
+            for (((job, spec), _), reply) in outcomes {
+                if inserted.contains(&job.id) {
+                    created.push(committed(job, spec, reply, now));
+                } else {
+                    let _ = reply.send(Ok(Admission::KeyTaken));
+                }
             }
         }
         None => {
-            for submission in batch.drain(..) {
-                let keys = [submission.idempotency.clone()];
+            for (((job, spec), key), reply) in outcomes {
                 let result = repo::insert_jobs(
                     &maintenance.db,
-                    std::slice::from_ref(&submission.job),
-                    &keys,
+                    std::slice::from_ref(&job),
+                    std::slice::from_ref(&spec),
+                    &[key],
                     now,
                 )
-                .await
-                .map(|inserted| admit(&submission.job, !inserted.is_empty(), now))
-                .map_err(IntakeError::from);
-                answer(submission, result);
+                .await;
+                match result {
+                    Ok(ids) if !ids.is_empty() => created.push(committed(job, spec, reply, now)),
+                    Ok(_) => {
+                        let _ = reply.send(Ok(Admission::KeyTaken));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
             }
         }
     }
-    if !created.is_empty()
-        && let Err(mpsc::error::SendError(created)) = dispatch.send(created).await
-    {
-        tracing::error!("the dispatch task is gone; the dispatcher loop will send these jobs");
-        for (row, reply) in created {
-            let _ = reply.send(Ok(Admission::Created(row)));
-        }
+    created
+}
+
+fn committed(job: NewJob, spec: String, reply: Reply, now: DateTime<Utc>) -> Committed {
+    let dispatch =
+        Dispatch::with_payload(job.id, job.queue.clone(), spec, &job.spec, job.run_at, 0);
+    Committed {
+        dispatch,
+        row: Box::new(JobRow::from_new(job, now)),
+        reply,
     }
 }
 
-fn admit(job: &NewJob, inserted: bool, now: chrono::DateTime<Utc>) -> Admission {
-    if inserted {
-        Admission::Created(Box::new(JobRow::from_new(job, now)))
-    } else {
-        Admission::KeyTaken
-    }
-}
-
-/// Sends committed batches to Redis in commit order, then answers their requests (also
-/// when Redis is down: the jobs are committed and the dispatcher loop sends them later).
+/// Sends committed batches to Redis in commit order, every batch that is waiting in one
+/// go, then answers their requests (also when Redis is down: the jobs are committed and
+/// the dispatcher loop sends them later).
 async fn dispatch_loop(
     maintenance: Maintenance,
-    mut rx: mpsc::Receiver<Vec<(Box<JobRow>, Reply)>>,
+    mut rx: mpsc::Receiver<Vec<Committed>>,
+    marks: mpsc::Sender<Vec<JobId>>,
 ) {
-    while let Some(batch) = rx.recv().await {
-        let jobs: Vec<_> = batch
-            .iter()
-            .filter_map(|(row, _)| row.to_dispatch())
-            .collect();
+    let mut waiting = Vec::new();
+    while rx.recv_many(&mut waiting, DISPATCH_QUEUE).await > 0 {
+        let batch: Vec<Committed> = waiting.drain(..).flatten().collect();
+        let jobs: Vec<&Dispatch> = batch.iter().map(|c| &c.dispatch).collect();
         let in_redis = maintenance.enqueue_now(&jobs).await;
-        // Answer as soon as the jobs are in Redis; the mark only spares the dispatcher.
-        for (row, reply) in batch {
-            let _ = reply.send(Ok(Admission::Created(row)));
+        let ids: Vec<JobId> = batch.iter().map(|c| c.dispatch.id).collect();
+        for c in batch {
+            let _ = c.reply.send(Ok(Admission::Created(c.row)));
         }
-        if in_redis {
-            maintenance.mark_dispatched(&jobs).await;
+        if in_redis && marks.try_send(ids).is_err() {
+            tracing::debug!(
+                "the outbox mark queue is full; the dispatcher will see these jobs again"
+            );
         }
+    }
+}
+
+/// Takes dispatched jobs out of the outbox, everything waiting in one statement, at most
+/// every [`MARK_EVERY`]: under load one statement covers hundreds of jobs.
+async fn mark_loop(maintenance: Maintenance, mut rx: mpsc::Receiver<Vec<JobId>>) {
+    let mut waiting = Vec::new();
+    while rx.recv_many(&mut waiting, MARK_QUEUE).await > 0 {
+        let ids: Vec<JobId> = waiting.drain(..).flatten().collect();
+        maintenance.mark_dispatched(&ids).await;
+        tokio::time::sleep(MARK_EVERY).await;
     }
 }

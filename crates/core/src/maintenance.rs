@@ -16,13 +16,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    QueueName, Settings,
+    JobId, QueueName, Settings,
     queue::{Dispatch, QueueError, RedisQueue, ScanCursor},
     repo::{self, RepoError},
 };
 
-/// Jobs younger than this are left to the request that created them.
-const DISPATCH_GRACE: Duration = Duration::from_secs(2);
+/// Jobs younger than this are left to the request that created them (which takes them
+/// out of the outbox within milliseconds once they are in Redis).
+const DISPATCH_GRACE: Duration = Duration::from_secs(5);
 const BATCH: i64 = 500;
 /// How often Redis is checked for data loss: a lost job is back within a few seconds.
 const RECONCILE_CHECK: Duration = Duration::from_secs(1);
@@ -70,12 +71,13 @@ impl Maintenance {
     /// jobs are safe in PostgreSQL and the dispatcher will retry them.
     pub async fn dispatch_now(&self, jobs: &[Dispatch]) {
         if self.enqueue_now(jobs).await {
-            self.mark_dispatched(jobs).await;
+            let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+            self.mark_dispatched(&ids).await;
         }
     }
 
     /// Sends jobs to Redis; `false` (logged) when Redis could not take them.
-    pub async fn enqueue_now(&self, jobs: &[Dispatch]) -> bool {
+    pub async fn enqueue_now<D: std::borrow::Borrow<Dispatch>>(&self, jobs: &[D]) -> bool {
         if jobs.is_empty() {
             return false;
         }
@@ -89,9 +91,8 @@ impl Maintenance {
     }
 
     /// Records that `jobs` are in Redis, so the dispatcher leaves them alone.
-    pub async fn mark_dispatched(&self, jobs: &[Dispatch]) {
-        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
-        if let Err(e) = repo::mark_dispatched(&self.db, &ids).await {
+    pub async fn mark_dispatched(&self, ids: &[JobId]) {
+        if let Err(e) = repo::mark_dispatched(&self.db, ids).await {
             tracing::warn!(error = %e, "marking jobs dispatched failed; they may be dispatched again");
         }
     }
@@ -107,6 +108,8 @@ impl Maintenance {
             Utc::now() - chrono::Duration::from_std(DISPATCH_GRACE).expect("a small duration");
         let rows = repo::lock_undispatched(&mut *tx, before, BATCH).await?;
         if rows.is_empty() {
+            drop(tx);
+            repo::drop_stale_dispatches(&self.db, before).await?;
             return Ok(0);
         }
         let jobs: Vec<Dispatch> = rows.iter().filter_map(|r| r.to_dispatch()).collect();
@@ -258,7 +261,7 @@ impl Maintenance {
                 let mut job = row.to_dispatch()?;
                 // Losing a job is Courier's fault, not the target's: a job lost in its
                 // last attempt gets one more rather than dying of the loss.
-                job.attempts = job.attempts.min(job.spec.max_attempts.saturating_sub(1));
+                job.attempts = job.attempts.min(row.spec.0.max_attempts.saturating_sub(1));
                 Some(job)
             })
             .collect();

@@ -176,7 +176,8 @@ async fn insert_directly(env: &TestEnv, urls: &[String]) -> Vec<String> {
             NewJob::parse(req, &env.settings.jobs, now).unwrap_or_else(|e| panic!("{url}: {e:?}"))
         })
         .collect();
-    repo::insert_jobs(&env.db, &jobs, &[], now)
+    let specs: Vec<String> = jobs.iter().map(repo::spec_json).collect();
+    repo::insert_jobs(&env.db, &jobs, &specs, &[], now)
         .await
         .expect("insert jobs");
     jobs.iter().map(|j| j.id.to_string()).collect()

@@ -11,6 +11,7 @@ use chrono::Utc;
 use courier_core::{
     JobId, JobState, QueueName,
     domain::{FieldError, JobRequest, NewJob},
+    queue::Dispatch,
     repo::{self, Idempotency, JobFilter, JobRow},
 };
 
@@ -166,13 +167,15 @@ pub async fn create_batch(
         caller.check_queue(job.queue.as_str())?;
         job.seal_secrets(&state.secrets);
     }
-    repo::insert_jobs(&state.db, &jobs, &[], now).await?;
-    let dispatches: Vec<_> = jobs
-        .iter()
-        .filter_map(|j| JobRow::from_new(j, now).to_dispatch())
+    let specs: Vec<String> = jobs.iter().map(repo::spec_json).collect();
+    repo::insert_jobs(&state.db, &jobs, &specs, &[], now).await?;
+    let ids = jobs.iter().map(|j| j.id.as_uuid()).collect();
+    let dispatches: Vec<Dispatch> = jobs
+        .into_iter()
+        .zip(specs)
+        .map(|(j, spec)| Dispatch::with_payload(j.id, j.queue, spec, &j.spec, j.run_at, 0))
         .collect();
     state.maintenance().dispatch_now(&dispatches).await;
-    let ids = jobs.iter().map(|j| j.id.as_uuid()).collect();
     Ok((StatusCode::CREATED, Json(BatchAccepted { ids })).into_response())
 }
 

@@ -120,9 +120,11 @@ pub async fn list_executions(db: &PgPool, id: JobId) -> Result<Vec<ExecutionRow>
     Ok(rows)
 }
 
-/// Writes one batch of worker history in one transaction: starts first, then records,
-/// then state changes, so a job that started and finished within the batch ends in its
-/// final state. Replaying a batch is harmless.
+/// Writes one batch of worker history: starts first, then records and state changes, so
+/// a job that started and finished within the batch ends in its final state. Without
+/// starts (the usual case under load: the writer holds starts back briefly and drops
+/// those whose end arrived) it is one statement and one round trip. Replaying a batch
+/// is harmless.
 ///
 /// # Errors
 /// PostgreSQL unreachable; nothing of the batch is written then.
@@ -132,101 +134,82 @@ pub async fn record_history(
     records: &[ExecutionRecord],
     updates: &[JobUpdate],
 ) -> Result<(), RepoError> {
+    let mut updates = newest_per_job(updates, |u| (u.id, u.token));
+    // One lock order for every writer, so two workers' batches never deadlock.
+    updates.sort_by_key(|u| u.id);
+    if started.is_empty() {
+        return write_ends(db, records, &updates).await;
+    }
     let mut tx = db.begin().await?;
-    if !started.is_empty() {
-        let started = newest_per_job(started, |s| (s.id, s.token));
-        let ids: Vec<Uuid> = started.iter().map(|s| s.id.as_uuid()).collect();
-        let tokens: Vec<i64> = started.iter().map(|s| s.token).collect();
-        let attempts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
-        sqlx::query!(
-            "UPDATE jobs SET state = 'running', attempts = LEAST(u.attempt, jobs.max_attempts), token = u.token,
-                    updated_at = now()
-             FROM UNNEST($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, attempt)
-             WHERE jobs.id = u.id AND jobs.token < u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
-            &ids,
-            &tokens,
-            &attempts
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !records.is_empty() {
-        insert_records(&mut tx, records).await?;
-    }
-    if !updates.is_empty() {
-        apply_updates(&mut tx, &newest_per_job(updates, |u| (u.id, u.token))).await?;
-    }
+    let mut started = newest_per_job(started, |s| (s.id, s.token));
+    started.sort_by_key(|s| s.id);
+    let ids: Vec<Uuid> = started.iter().map(|s| s.id.as_uuid()).collect();
+    let tokens: Vec<i64> = started.iter().map(|s| s.token).collect();
+    let attempts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
+    sqlx::query!(
+        "UPDATE jobs SET state = 'running', attempts = LEAST(u.attempt, jobs.max_attempts), token = u.token,
+                updated_at = now()
+         FROM UNNEST($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, attempt)
+         WHERE jobs.id = u.id AND jobs.token < u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
+        &ids,
+        &tokens,
+        &attempts
+    )
+    .execute(&mut *tx)
+    .await?;
+    write_ends(&mut *tx, records, &updates).await?;
     tx.commit().await?;
     Ok(())
 }
 
-async fn insert_records(
-    tx: &mut sqlx::PgConnection,
+/// Inserts execution records and applies job changes, in one statement.
+async fn write_ends(
+    db: impl sqlx::PgExecutor<'_>,
     records: &[ExecutionRecord],
+    updates: &[&JobUpdate],
 ) -> Result<(), RepoError> {
     let col = |f: fn(&ExecutionRecord) -> i32| records.iter().map(f).collect::<Vec<i32>>();
     let job_ids: Vec<Uuid> = records.iter().map(|r| r.job_id.as_uuid()).collect();
     let tokens: Vec<i64> = records.iter().map(|r| r.token).collect();
-    let workers: Vec<String> = records.iter().map(|r| r.worker.clone()).collect();
-    let outcomes: Vec<String> = records
-        .iter()
-        .map(|r| r.outcome.as_str().to_owned())
-        .collect();
+    let workers: Vec<&str> = records.iter().map(|r| r.worker.as_str()).collect();
+    let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
     let stale: Vec<bool> = records.iter().map(|r| r.stale).collect();
     let codes: Vec<Option<i16>> = records.iter().map(|r| r.status_code).collect();
-    let errors: Vec<Option<String>> = records.iter().map(|r| r.error.clone()).collect();
-    let excerpts: Vec<Option<String>> =
-        records.iter().map(|r| r.response_excerpt.clone()).collect();
+    let errors: Vec<Option<&str>> = records.iter().map(|r| r.error.as_deref()).collect();
+    let excerpts: Vec<Option<&str>> = records
+        .iter()
+        .map(|r| r.response_excerpt.as_deref())
+        .collect();
     let started: Vec<DateTime<Utc>> = records.iter().map(|r| r.started_at).collect();
     let finished: Vec<DateTime<Utc>> = records.iter().map(|r| r.finished_at).collect();
-    sqlx::query!(
-        "INSERT INTO job_executions (job_id, attempt, token, worker, outcome, stale, status_code, error,
-                                     duration_ms, response_excerpt, started_at, finished_at)
-         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::int2[],
-                              $8::text[], $9::int4[], $10::text[], $11::timestamptz[], $12::timestamptz[])
-         ON CONFLICT (job_id, token, stale) DO NOTHING",
-        &job_ids,
-        &col(|r| r.attempt),
-        &tokens,
-        &workers,
-        &outcomes,
-        &stale,
-        &codes as &[Option<i16>],
-        &errors as &[Option<String>],
-        &col(|r| r.duration_ms),
-        &excerpts as &[Option<String>],
-        &started,
-        &finished
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
-}
 
-async fn apply_updates(
-    tx: &mut sqlx::PgConnection,
-    updates: &[&JobUpdate],
-) -> Result<(), RepoError> {
     let ids: Vec<Uuid> = updates.iter().map(|u| u.id.as_uuid()).collect();
-    let tokens: Vec<i64> = updates.iter().map(|u| u.token).collect();
+    let update_tokens: Vec<i64> = updates.iter().map(|u| u.token).collect();
     let attempts: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
-    let states: Vec<String> = updates.iter().map(|u| u.state.to_string()).collect();
+    let states: Vec<&str> = updates.iter().map(|u| u.state.as_str()).collect();
     let run_at: Vec<Option<DateTime<Utc>>> = updates.iter().map(|u| u.run_at).collect();
     let has_last: Vec<bool> = updates.iter().map(|u| u.last.is_some()).collect();
-    let codes: Vec<Option<i16>> = updates
+    let last_codes: Vec<Option<i16>> = updates
         .iter()
         .map(|u| u.last.as_ref().and_then(|l| l.0))
         .collect();
-    let errors: Vec<Option<String>> = updates
+    let last_errors: Vec<Option<&str>> = updates
         .iter()
-        .map(|u| u.last.as_ref().and_then(|l| l.1.clone()))
+        .map(|u| u.last.as_ref().and_then(|l| l.1.as_deref()))
         .collect();
     let durations: Vec<Option<i32>> = updates
         .iter()
         .map(|u| u.last.as_ref().map(|l| l.2))
         .collect();
     sqlx::query!(
-        "UPDATE jobs SET
+        "WITH records AS (
+             INSERT INTO job_executions (job_id, attempt, token, worker, outcome, stale, status_code, error,
+                                         duration_ms, response_excerpt, started_at, finished_at)
+             SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::int2[],
+                                  $8::text[], $9::int4[], $10::text[], $11::timestamptz[], $12::timestamptz[])
+             ON CONFLICT (job_id, token, stale) DO NOTHING
+         )
+         UPDATE jobs SET
              state = u.state::job_state,
              attempts = LEAST(u.attempts, jobs.max_attempts),
              token = u.token,
@@ -236,21 +219,33 @@ async fn apply_updates(
              last_duration_ms = CASE WHEN u.has_last THEN u.duration ELSE jobs.last_duration_ms END,
              finished_at = CASE WHEN u.state IN ('succeeded', 'dead', 'cancelled') THEN now() END,
              updated_at = now()
-         FROM UNNEST($1::uuid[], $2::int8[], $3::int4[], $4::text[], $5::timestamptz[], $6::bool[],
-                     $7::int2[], $8::text[], $9::int4[])
+         FROM UNNEST($13::uuid[], $14::int8[], $15::int4[], $16::text[], $17::timestamptz[], $18::bool[],
+                     $19::int2[], $20::text[], $21::int4[])
               AS u(id, token, attempts, state, run_at, has_last, code, error, duration)
          WHERE jobs.id = u.id AND jobs.token <= u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
-        &ids,
+        &job_ids,
+        &col(|r| r.attempt),
         &tokens,
+        &workers as &[&str],
+        &outcomes as &[&str],
+        &stale,
+        &codes as &[Option<i16>],
+        &errors as &[Option<&str>],
+        &col(|r| r.duration_ms),
+        &excerpts as &[Option<&str>],
+        &started,
+        &finished,
+        &ids,
+        &update_tokens,
         &attempts,
-        &states,
+        &states as &[&str],
         &run_at as &[Option<DateTime<Utc>>],
         &has_last,
-        &codes as &[Option<i16>],
-        &errors as &[Option<String>],
+        &last_codes as &[Option<i16>],
+        &last_errors as &[Option<&str>],
         &durations as &[Option<i32>]
     )
-    .execute(tx)
+    .execute(db)
     .await?;
     Ok(())
 }

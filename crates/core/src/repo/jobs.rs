@@ -1,7 +1,6 @@
 //! The `jobs` table: one row per job with its current state.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value as JsonValue;
 use sqlx::{PgExecutor, types::Json};
 use uuid::Uuid;
 
@@ -39,7 +38,7 @@ impl JobRow {
     }
 
     /// The row [`insert_jobs`] stores for `job` at `now`, without reading it back.
-    pub fn from_new(job: &NewJob, now: DateTime<Utc>) -> Self {
+    pub fn from_new(job: NewJob, now: DateTime<Utc>) -> Self {
         Self {
             id: job.id,
             queue: job.queue.to_string(),
@@ -48,8 +47,8 @@ impl JobRow {
             } else {
                 JobState::Scheduled
             },
-            spec: Json(job.spec.clone()),
-            labels: Json(job.labels.clone()),
+            spec: Json(job.spec),
+            labels: Json(job.labels),
             attempts: 0,
             run_at: job.run_at,
             last_status_code: None,
@@ -63,14 +62,20 @@ impl JobRow {
 
     /// What dispatching this job to Redis needs.
     pub fn to_dispatch(&self) -> Option<Dispatch> {
-        Some(Dispatch {
-            id: self.id,
-            queue: QueueName::parse(&self.queue).ok()?,
-            spec: self.spec.0.clone(),
-            due: self.run_at,
-            attempts: self.attempts as u32,
-        })
+        Some(Dispatch::new(
+            self.id,
+            QueueName::parse(&self.queue).ok()?,
+            &self.spec.0,
+            self.run_at,
+            self.attempts as u32,
+        ))
     }
+}
+
+/// A job's spec as the JSON stored in PostgreSQL and sent to Redis: made once, used for
+/// both.
+pub fn spec_json(job: &NewJob) -> String {
+    serde_json::to_string(&job.spec).expect("a job spec always serialises")
 }
 
 /// The idempotency key of a request and the hash of its body.
@@ -80,18 +85,21 @@ pub struct Idempotency {
     pub request_hash: Vec<u8>,
 }
 
-/// Inserts jobs in one statement (all or none). `idempotency` gives each job its key (or
-/// is empty when none has one); a job whose key is already taken, or repeated earlier in
-/// the same call, is not inserted. Returns the ids of the jobs actually inserted.
+/// Inserts jobs in one statement (all or none), each with its spec as JSON (`specs`, in
+/// the same order; see [`spec_json`]). `idempotency` gives each job its key (or is empty
+/// when none has one); a job whose key is already taken, or repeated earlier in the same
+/// call, is not inserted. Returns the ids of the jobs actually inserted.
 ///
 /// # Errors
 /// PostgreSQL unreachable or refusing the rows.
 pub async fn insert_jobs(
     db: impl PgExecutor<'_>,
     jobs: &[NewJob],
+    specs: &[String],
     idempotency: &[Option<Idempotency>],
     now: DateTime<Utc>,
 ) -> Result<Vec<JobId>, RepoError> {
+    debug_assert_eq!(jobs.len(), specs.len());
     let key = |i: usize| idempotency.get(i).and_then(Option::as_ref);
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id.as_uuid()).collect();
     let queues: Vec<String> = jobs.iter().map(|j| j.queue.to_string()).collect();
@@ -107,13 +115,9 @@ pub async fn insert_jobs(
         })
         .collect();
     let priorities: Vec<i16> = jobs.iter().map(|j| j.spec.priority.into()).collect();
-    let specs: Vec<JsonValue> = jobs
+    let labels: Vec<String> = jobs
         .iter()
-        .map(|j| serde_json::to_value(&j.spec).expect("a job spec always serialises"))
-        .collect();
-    let labels: Vec<JsonValue> = jobs
-        .iter()
-        .map(|j| serde_json::to_value(&j.labels).expect("labels always serialise"))
+        .map(|j| serde_json::to_string(&j.labels).expect("labels always serialise"))
         .collect();
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.spec.max_attempts as i32).collect();
     let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.run_at).collect();
@@ -123,19 +127,26 @@ pub async fn insert_jobs(
     let hashes: Vec<Option<Vec<u8>>> = (0..jobs.len())
         .map(|i| key(i).map(|k| k.request_hash.clone()))
         .collect();
+    // Each job also enters the dispatch outbox, in the same statement, so a job is never
+    // committed without a record that it still has to reach Redis.
     let inserted = sqlx::query_scalar!(
-        r#"INSERT INTO jobs (id, queue, state, priority, spec, labels, max_attempts, run_at, idempotency_key, request_hash)
-           SELECT id, queue, state::job_state, priority, spec, labels, max_attempts, run_at, key, hash
-           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[], $7::int4[],
-                       $8::timestamptz[], $9::text[], $10::bytea[])
-                AS t(id, queue, state, priority, spec, labels, max_attempts, run_at, key, hash)
-           ON CONFLICT (idempotency_key) DO NOTHING
-           RETURNING id AS "id: JobId""#,
+        r#"WITH inserted AS (
+               INSERT INTO jobs (id, queue, state, priority, spec, labels, max_attempts, run_at, idempotency_key, request_hash)
+               SELECT id, queue, state::job_state, priority, spec::json, labels::jsonb, max_attempts, run_at, key, hash
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::int4[],
+                           $8::timestamptz[], $9::text[], $10::bytea[])
+                    AS t(id, queue, state, priority, spec, labels, max_attempts, run_at, key, hash)
+               ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+               RETURNING id
+           ), outbox AS (
+               INSERT INTO job_dispatch (job_id) SELECT id FROM inserted
+           )
+           SELECT id AS "id!: JobId" FROM inserted"#,
         &ids,
         &queues,
         &states,
         &priorities,
-        &specs,
+        specs,
         &labels,
         &max_attempts,
         &run_at,
@@ -164,9 +175,9 @@ pub async fn find_by_idempotency_key(
     Ok(row.map(|r| (r.id, r.hash)))
 }
 
-/// Marks jobs as present in Redis. The commit does not wait for the disk: a mark lost
-/// in a PostgreSQL crash only makes the dispatcher send a job again, which Redis ignores
-/// while it holds the job.
+/// Records that jobs are in Redis: takes them out of the dispatch outbox. The commit does
+/// not wait for the disk: an entry that a PostgreSQL crash brings back only makes the
+/// dispatcher send a live job again, which Redis ignores while it holds the job.
 ///
 /// # Errors
 /// PostgreSQL unreachable.
@@ -186,17 +197,14 @@ pub async fn mark_dispatched(db: &sqlx::PgPool, ids: &[JobId]) -> Result<(), Rep
 /// PostgreSQL unreachable.
 pub async fn mark_dispatched_in(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<(), RepoError> {
     let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
-    sqlx::query!(
-        "UPDATE jobs SET dispatched = true WHERE id = ANY($1) AND NOT dispatched",
-        &ids
-    )
-    .execute(db)
-    .await?;
+    sqlx::query!("DELETE FROM job_dispatch WHERE job_id = ANY($1)", &ids)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
-/// Live jobs that never reached Redis and were created before `before`; locked, so
-/// several API processes share the work. Call inside a transaction.
+/// Live jobs still in the dispatch outbox since before `before`; their entries locked, so
+/// several processes share the work. Call inside a transaction.
 ///
 /// # Errors
 /// PostgreSQL unreachable.
@@ -207,20 +215,39 @@ pub async fn lock_undispatched(
 ) -> Result<Vec<JobRow>, RepoError> {
     let rows = sqlx::query_as!(
         JobRow,
-        r#"SELECT id AS "id: JobId", queue, state AS "state: JobState", spec AS "spec: Json<JobSpec>",
-                  labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
-                  last_duration_ms, created_at, updated_at, finished_at
-           FROM jobs
-           WHERE NOT dispatched AND created_at < $1 AND state IN ('scheduled', 'queued', 'running')
-           ORDER BY created_at
+        r#"SELECT j.id AS "id: JobId", j.queue, j.state AS "state: JobState", j.spec AS "spec: Json<JobSpec>",
+                  j.labels AS "labels: Json<Labels>", j.attempts, j.run_at, j.last_status_code, j.last_error,
+                  j.last_duration_ms, j.created_at, j.updated_at, j.finished_at
+           FROM job_dispatch d JOIN jobs j ON j.id = d.job_id
+           WHERE d.created_at < $1 AND j.state IN ('scheduled', 'queued', 'running')
+           ORDER BY d.created_at
            LIMIT $2
-           FOR UPDATE SKIP LOCKED"#,
+           FOR UPDATE OF d SKIP LOCKED"#,
         before,
         limit
     )
     .fetch_all(db)
     .await?;
     Ok(rows)
+}
+
+/// Drops outbox entries older than `before` whose job is finished or gone: there is
+/// nothing left to dispatch. Returns how many.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn drop_stale_dispatches(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+) -> Result<u64, RepoError> {
+    let done = sqlx::query!(
+        "DELETE FROM job_dispatch d WHERE d.created_at < $1 AND NOT EXISTS (
+             SELECT 1 FROM jobs j WHERE j.id = d.job_id AND j.state IN ('scheduled', 'queued', 'running'))",
+        before
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// One job.
@@ -280,7 +307,7 @@ pub async fn list_jobs(
            WHERE ($1::text IS NULL OR queue = $1)
              AND ($2::text IS NULL OR (CASE WHEN state = 'scheduled' AND run_at <= now()
                                             THEN 'queued' ELSE state::text END) = $2)
-             AND ($3::jsonb IS NULL OR labels @> $3)
+             AND ($3::jsonb IS NULL OR (labels @> $3 AND labels <> '{}'::jsonb))
              AND ($4::uuid IS NULL OR id < $4)
            ORDER BY id DESC
            LIMIT $5"#,
@@ -317,14 +344,20 @@ pub async fn cancel_job(db: impl PgExecutor<'_>, id: JobId) -> Result<bool, Repo
 /// PostgreSQL unreachable.
 pub async fn reset_for_retry(db: impl PgExecutor<'_>, id: JobId) -> Result<bool, RepoError> {
     let done = sqlx::query!(
-        "UPDATE jobs SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
-                dispatched = false, updated_at = now()
-         WHERE id = $1 AND state IN ('dead', 'cancelled')",
+        "WITH reset AS (
+             UPDATE jobs SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+                    updated_at = now()
+             WHERE id = $1 AND state IN ('dead', 'cancelled')
+             RETURNING id
+         ), outbox AS (
+             INSERT INTO job_dispatch (job_id) SELECT id FROM reset ON CONFLICT (job_id) DO NOTHING
+         )
+         SELECT count(*) AS \"n!\" FROM reset",
         id as JobId
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done.n == 1)
 }
 
 /// Depth of one queue.
@@ -384,20 +417,26 @@ pub async fn delete_expired(
     limit: i64,
 ) -> Result<u64, RepoError> {
     let done = sqlx::query!(
-        "DELETE FROM jobs WHERE id IN (
-             SELECT id FROM jobs
-             WHERE finished_at IS NOT NULL
-               AND finished_at < GREATEST($1::timestamptz, $2::timestamptz)
-               AND ((state = 'succeeded' AND finished_at < $1) OR (state IN ('dead', 'cancelled') AND finished_at < $2))
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED)",
+        r#"WITH gone AS (
+               DELETE FROM jobs WHERE id IN (
+                   SELECT id FROM jobs
+                   WHERE finished_at IS NOT NULL
+                     AND finished_at < GREATEST($1::timestamptz, $2::timestamptz)
+                     AND ((state = 'succeeded' AND finished_at < $1) OR (state IN ('dead', 'cancelled') AND finished_at < $2))
+                   LIMIT $3
+                   FOR UPDATE SKIP LOCKED)
+               RETURNING id
+           ), executions AS (
+               DELETE FROM job_executions WHERE job_id IN (SELECT id FROM gone)
+           )
+           SELECT count(*) AS "n!" FROM gone"#,
         succeeded_before,
         dead_before,
         limit
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected())
+    Ok(done.n as u64)
 }
 
 /// Live jobs (scheduled, queued, running) after `after`, by id, for reconciling with Redis.
@@ -415,7 +454,8 @@ pub async fn live_jobs_page(
                   labels AS "labels: Json<Labels>", attempts, run_at, last_status_code, last_error,
                   last_duration_ms, created_at, updated_at, finished_at
            FROM jobs
-           WHERE state IN ('scheduled', 'queued', 'running') AND dispatched AND ($1::uuid IS NULL OR id > $1)
+           WHERE state IN ('scheduled', 'queued', 'running') AND ($1::uuid IS NULL OR id > $1)
+             AND NOT EXISTS (SELECT 1 FROM job_dispatch d WHERE d.job_id = jobs.id)
            ORDER BY id
            LIMIT $2"#,
         after.map(|id| id.as_uuid()),
