@@ -3,10 +3,13 @@
 //! While PostgreSQL is down it holds the batch and retries, and the channel's bound
 //! pushes back on the worker instead of dropping records.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
 
 use courier_core::{
-    QueueName,
+    JobId, QueueName,
     queue::RedisQueue,
     repo::{self, AttemptEnd, ExecutionRecord, JobUpdate, Started},
 };
@@ -53,14 +56,34 @@ impl History {
     }
 }
 
+/// How long an attempt's start waits before it is written: a call that ends within this
+/// time is written once, as its end, rather than as a start and then an end (SPEC 3
+/// allows reads to lag by 100 ms).
+const START_HOLD: Duration = Duration::from_millis(50);
+
 async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>, batch: usize) {
     let mut events = Vec::with_capacity(batch);
-    while rx.recv_many(&mut events, batch).await > 0 {
+    // Starts not yet written, oldest first, with when they arrived.
+    let mut held: VecDeque<(Instant, Started)> = VecDeque::new();
+    let mut ack_tasks = tokio::task::JoinSet::new();
+    loop {
+        while ack_tasks.try_join_next().is_some() {}
+        let closed = match held.front() {
+            None => rx.recv_many(&mut events, batch).await == 0,
+            Some((at, _)) => {
+                let wait = START_HOLD.saturating_sub(at.elapsed());
+                matches!(
+                    tokio::time::timeout(wait, rx.recv_many(&mut events, batch)).await,
+                    Ok(0)
+                )
+            }
+        };
         let (mut started, mut records, mut updates) = (Vec::new(), Vec::new(), Vec::new());
-        let mut acks: std::collections::HashMap<QueueName, Vec<String>> = Default::default();
+        let mut acks: HashMap<QueueName, Vec<String>> = HashMap::new();
+        let now = Instant::now();
         for event in events.drain(..) {
             match event {
-                Event::Started(s) => started.push(s),
+                Event::Started(s) => held.push_back((now, s)),
                 Event::Ended(queue, entry, end) => {
                     acks.entry(queue).or_default().push(entry);
                     records.push(end.record);
@@ -70,18 +93,45 @@ async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>
                 Event::Update(u) => updates.push(u),
             }
         }
-        let mut wait = Duration::from_millis(50);
-        while let Err(e) = repo::record_history(&db, &started, &records, &updates).await {
-            tracing::warn!(error = %e, pending = started.len() + records.len() + updates.len(),
-                "writing history failed; holding it and retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
+        // A start whose attempt (or a later one) has already ended needs no write of its own.
+        if !updates.is_empty() {
+            let ended: HashMap<JobId, i64> = updates.iter().fold(HashMap::new(), |mut m, u| {
+                let t = m.entry(u.id).or_insert(u.token);
+                *t = (*t).max(u.token);
+                m
+            });
+            held.retain(|(_, s)| ended.get(&s.id).is_none_or(|t| *t < s.token));
         }
-        for (name, entries) in acks {
-            if let Err(e) = queue.ack(&name, &entries).await {
-                // Harmless: the maintenance sweep finds the entries and replays them.
-                tracing::warn!(error = %e, "dropping outbox entries failed");
+        while let Some((at, _)) = held.front() {
+            if !closed && at.elapsed() < START_HOLD {
+                break;
             }
+            started.push(held.pop_front().expect("front exists").1);
+        }
+        if !(started.is_empty() && records.is_empty() && updates.is_empty()) {
+            let mut wait = Duration::from_millis(50);
+            while let Err(e) = repo::record_history(&db, &started, &records, &updates).await {
+                tracing::warn!(error = %e, pending = started.len() + records.len() + updates.len(),
+                    "writing history failed; holding it and retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+        if !acks.is_empty() {
+            // Off the writer's path: the next batch need not wait for Redis.
+            let queue = queue.clone();
+            ack_tasks.spawn(async move {
+                for (name, entries) in acks {
+                    if let Err(e) = queue.ack(&name, &entries).await {
+                        // Harmless: the maintenance sweep finds the entries and replays them.
+                        tracing::warn!(error = %e, "dropping outbox entries failed");
+                    }
+                }
+            });
+        }
+        if closed && held.is_empty() {
+            while ack_tasks.join_next().await.is_some() {}
+            return;
         }
     }
 }

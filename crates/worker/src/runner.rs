@@ -29,6 +29,11 @@ use crate::{
 /// How often the set of queues is re-read when serving every queue.
 const QUEUE_REFRESH: Duration = Duration::from_secs(1);
 const REAP_EVERY: Duration = Duration::from_secs(1);
+/// Redis checks the timeouts of blocked clients `hz` times a second (10 by default), so a
+/// blocking wait can end this much after its timeout; shorter waits are timed here.
+const REDIS_TIMER_SLACK: Duration = Duration::from_millis(100);
+/// How often a worker about to start a scheduled job looks for other work meanwhile.
+const SHORT_POLL: Duration = Duration::from_millis(5);
 
 /// A built worker.
 pub struct Worker {
@@ -59,6 +64,7 @@ impl Worker {
             settings.worker.name.clone()
         };
         let ctx = Arc::new(Context {
+            completer: crate::completer::Completer::spawn(queue.clone()),
             queue,
             http: HttpCaller::new(&settings)?,
             history,
@@ -279,10 +285,16 @@ async fn fetch_loop(
             continue;
         }
         let until_due = next_due.map(|due| (due - Utc::now()).to_std().unwrap_or(Duration::ZERO));
-        let wait = until_due.map_or(idle, |d| d.min(idle));
-        if wait.is_zero() {
+        if let Some(until_due) = until_due.filter(|d| *d <= REDIS_TIMER_SLACK) {
+            // Redis would wake a blocked worker up to 100 ms late: time the last stretch
+            // here, looking for new work every few milliseconds meanwhile.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(until_due.min(SHORT_POLL)) => {}
+            }
             continue;
         }
+        let wait = until_due.map_or(idle, |d| (d - REDIS_TIMER_SLACK).min(idle));
         if blocking.is_none() {
             blocking = ctx
                 .queue

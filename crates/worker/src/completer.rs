@@ -1,0 +1,126 @@
+//! Ends attempts in Redis in batches: every attempt that finished while the previous
+//! round trip was out goes in the next one, one `complete.lua` call per queue, so a busy
+//! worker pays one Redis call for many jobs instead of one each.
+//!
+//! While Redis is unreachable the batch is retried with backoff: nobody can reap the
+//! leases meanwhile, and once Redis is back the tokens decide. An attempt that cannot be
+//! ended within its patience is answered `false` (recorded as stale; the job runs again).
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use courier_core::{
+    JobId, QueueName,
+    queue::{Completion, Ending, RedisQueue, Token},
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most attempts in one round trip.
+const MAX_BATCH: usize = 1024;
+
+/// One attempt to end.
+pub struct Finish {
+    pub queue: QueueName,
+    pub id: JobId,
+    pub token: Token,
+    pub priority: u8,
+    pub completion: Completion,
+    /// The attempt's record as JSON, kept in Redis's outbox until PostgreSQL has it.
+    pub record: String,
+    /// When to stop trying.
+    pub give_up: Instant,
+}
+
+struct Waiting {
+    finish: Finish,
+    /// Whether the attempt still held its lease.
+    reply: oneshot::Sender<bool>,
+}
+
+/// The sending side; cheap to clone.
+#[derive(Clone)]
+pub struct Completer {
+    tx: mpsc::Sender<Waiting>,
+}
+
+impl Completer {
+    /// Starts the batching task; it ends when every `Completer` is dropped.
+    pub fn spawn(queue: RedisQueue) -> Self {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(run(queue, rx));
+        Self { tx }
+    }
+
+    /// Ends one attempt; whether it still held its lease (`false` also when Redis stayed
+    /// unreachable past `give_up`).
+    pub async fn finish(&self, finish: Finish) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Waiting { finish, reply }).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+}
+
+async fn run(queue: RedisQueue, mut rx: mpsc::Receiver<Waiting>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut by_queue: BTreeMap<QueueName, Vec<Waiting>> = BTreeMap::new();
+        for waiting in batch.drain(..) {
+            by_queue
+                .entry(waiting.finish.queue.clone())
+                .or_default()
+                .push(waiting);
+        }
+        for (name, waiting) in by_queue {
+            end_all(&queue, &name, waiting).await;
+        }
+    }
+}
+
+/// Ends `waiting` (all of one queue) in one call, retrying while Redis is unreachable.
+async fn end_all(queue: &RedisQueue, name: &QueueName, mut waiting: Vec<Waiting>) {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let items: Vec<Ending<'_>> = waiting
+            .iter()
+            .map(|w| Ending {
+                id: w.finish.id,
+                token: w.finish.token,
+                priority: w.finish.priority,
+                completion: w.finish.completion,
+                record: &w.finish.record,
+            })
+            .collect();
+        match queue.complete(name, &items).await {
+            Ok(applied) => {
+                for (w, applied) in waiting.into_iter().zip(applied) {
+                    let _ = w.reply.send(applied);
+                }
+                return;
+            }
+            Err(e) => {
+                let now = Instant::now();
+                let (expired, keep): (Vec<_>, Vec<_>) = waiting
+                    .into_iter()
+                    .partition(|w| now + wait >= w.finish.give_up);
+                if !expired.is_empty() {
+                    tracing::error!(error = %e, attempts = expired.len(),
+                        "could not end attempts before their leases ran out; they will be retried");
+                }
+                for w in expired {
+                    let _ = w.reply.send(false);
+                }
+                if keep.is_empty() {
+                    return;
+                }
+                tracing::warn!(error = %e, attempts = keep.len(), "ending attempts in redis failed; retrying");
+                waiting = keep;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
