@@ -116,8 +116,17 @@ pub struct Target {
 impl Target {
     /// Binds 127.0.0.1:0 and serves on a thread of its own.
     pub fn start() -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
+        // A deep accept queue (the kernel caps it at net.core.somaxconn): 10,000 calls
+        // connect within a second, and a dropped SYN is retried only after one.
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        socket.listen(65_535)?;
+        socket.set_nonblocking(true)?;
+        let listener: std::net::TcpListener = socket.into();
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let served = stats.clone();

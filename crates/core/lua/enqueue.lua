@@ -16,7 +16,10 @@ for i = 1, #ARGV, 5 do
   if redis.call('HSETNX', KEYS[3], id, ARGV[i + 4]) == 1 then
     local band = 9 - tonumber(ARGV[i + 1])
     local due = tonumber(ARGV[i + 2])
-    redis.call('HSET', KEYS[4], id, ARGV[i + 3])
+    -- A new job has made no attempt; fetch's HINCRBY counts from a missing field as 0.
+    if ARGV[i + 3] ~= '0' then
+      redis.call('HSET', KEYS[4], id, ARGV[i + 3])
+    end
     if due <= now then
       local seq = redis.call('INCR', KEYS[5])
       redis.call('ZADD', KEYS[1], string.format('%.0f', band * BAND + seq), id)

@@ -16,6 +16,13 @@ pub struct Backoff {
     pub jitter: bool,
 }
 
+impl Backoff {
+    /// Whether this is SPEC 2's default backoff.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 impl Default for Backoff {
     fn default() -> Self {
         Self {

@@ -110,6 +110,11 @@ pub struct Priority(u8);
 impl Priority {
     pub const MAX: u8 = 9;
 
+    /// Priority 0, the default.
+    pub fn is_lowest(&self) -> bool {
+        self.0 == 0
+    }
+
     /// # Errors
     /// Out of range.
     pub fn new(value: i64) -> Result<Self, String> {
@@ -143,17 +148,52 @@ pub type Labels = BTreeMap<String, String>;
 const MAX_LABELS: usize = 16;
 
 /// Everything a worker needs to make a job's calls; stored as the job's `spec` in
-/// PostgreSQL and as its payload in Redis.
+/// PostgreSQL and as its payload in Redis. A field equal to SPEC 2's default is left out
+/// (a queued job with defaults costs 45 bytes of payload instead of 260) and reads back
+/// as that default: these constants are part of the stored format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub target: Target,
+    #[serde(
+        default = "default_timeout_ms",
+        skip_serializing_if = "is_default_timeout_ms"
+    )]
     pub timeout_ms: u64,
+    #[serde(
+        default = "default_max_attempts",
+        skip_serializing_if = "is_default_max_attempts"
+    )]
     pub max_attempts: u32,
+    #[serde(default, skip_serializing_if = "Backoff::is_default")]
     pub backoff: Backoff,
+    #[serde(default, skip_serializing_if = "Priority::is_lowest")]
     pub priority: Priority,
     /// Statuses retried besides 408, 425, 429 and 5xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retry_on_status: Vec<u16>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub follow_redirects: bool,
+}
+
+/// SPEC 2's default timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 90_000;
+/// SPEC 2's default number of attempts.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+fn is_default_timeout_ms(ms: &u64) -> bool {
+    *ms == DEFAULT_TIMEOUT_MS
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+fn is_default_max_attempts(n: &u32) -> bool {
+    *n == DEFAULT_MAX_ATTEMPTS
 }
 
 impl JobSpec {
@@ -304,9 +344,15 @@ impl NewJob {
             req.timeout_ms,
             1,
             max_timeout,
-            90_000.min(max_timeout),
+            (DEFAULT_TIMEOUT_MS as i64).min(max_timeout),
         ) as u64;
-        let max_attempts = p.range("max_attempts", req.max_attempts, 1, 100, 3) as u32;
+        let max_attempts = p.range(
+            "max_attempts",
+            req.max_attempts,
+            1,
+            100,
+            i64::from(DEFAULT_MAX_ATTEMPTS),
+        ) as u32;
         let priority =
             Priority::new(p.range("priority", req.priority, 0, 9, 0)).unwrap_or_default();
         let backoff = parse_backoff(req.backoff.unwrap_or_default(), &mut p);
@@ -535,6 +581,37 @@ mod tests {
         assert_eq!(job.spec.priority.get(), 0);
         assert_eq!(job.spec.backoff, Backoff::default());
         assert!(!job.spec.follow_redirects);
+    }
+
+    #[test]
+    fn a_spec_stores_only_what_differs_from_the_defaults() {
+        let job = NewJob::parse(request("https://example.com/a"), &limits(), Utc::now()).unwrap();
+        let json = serde_json::to_string(&job.spec).unwrap();
+        assert_eq!(json, r#"{"target":{"url":"https://example.com/a"}}"#);
+        let back: JobSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, job.spec);
+
+        let mut req = request("https://example.com/b");
+        req.target.method = Some(Method::Put);
+        req.timeout_ms = Some(5000);
+        req.max_attempts = Some(7);
+        req.priority = Some(4);
+        let job = NewJob::parse(req, &limits(), Utc::now()).unwrap();
+        let back: JobSpec =
+            serde_json::from_str(&serde_json::to_string(&job.spec).unwrap()).unwrap();
+        assert_eq!(back, job.spec);
+    }
+
+    #[test]
+    fn a_spec_written_in_full_still_reads() {
+        let full = r#"{"target": {"url": "http://127.0.0.1:9/x", "body": "", "method": "POST", "headers": []},
+            "backoff": {"jitter": true, "max_ms": 300000, "initial_ms": 1000, "multiplier": 2.0},
+            "priority": 0, "timeout_ms": 90000, "max_attempts": 3, "retry_on_status": [], "follow_redirects": false}"#;
+        let spec: JobSpec = serde_json::from_str(full).unwrap();
+        assert_eq!(
+            serde_json::to_string(&spec).unwrap(),
+            r#"{"target":{"url":"http://127.0.0.1:9/x"}}"#
+        );
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub enum Method {
 }
 
 impl Method {
+    /// `POST`, the default.
+    pub fn is_post(&self) -> bool {
+        *self == Self::Post
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Get => "GET",
@@ -101,9 +106,12 @@ impl Method {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub url: TargetUrl,
+    #[serde(default, skip_serializing_if = "Method::is_post")]
     pub method: Method,
     /// In the order given; names as given (HTTP compares them case-insensitively).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
 }
 
