@@ -18,15 +18,18 @@ for _, id in ipairs(expired) do
   local payload = redis.call('HGET', KEYS[3], id)
   if payload then
     local spec = cjson.decode(payload)
+    -- A spec leaves out fields equal to their defaults (JobSpec in domain/job.rs).
+    local max_attempts = spec.max_attempts or 3
+    local priority = spec.priority or 0
     local attempts = tonumber(redis.call('HGET', KEYS[4], id) or '0')
     local fate = 'queued'
-    if attempts >= spec.max_attempts then
+    if attempts >= max_attempts then
       fate = 'dead'
       redis.call('HDEL', KEYS[3], id)
       redis.call('HDEL', KEYS[4], id)
     else
       local seq = redis.call('INCR', KEYS[6])
-      redis.call('ZADD', KEYS[2], string.format('%.0f', (9 - spec.priority) * BAND + seq), id)
+      redis.call('ZADD', KEYS[2], string.format('%.0f', (9 - priority) * BAND + seq), id)
     end
     out[#out + 1] = id
     out[#out + 1] = token

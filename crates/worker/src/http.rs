@@ -5,22 +5,31 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::BytesMut;
 use chrono::Utc;
 use courier_core::{
-    Settings, crypto::SecretBox, domain::is_secret_header, outbound::OutboundPolicy, queue::Leased,
-    signing::Signer,
+    Settings, crypto::SecretBox, outbound::OutboundPolicy, queue::Leased, signing::Signer,
 };
-use reqwest::{Client, header::HeaderValue, redirect::Policy};
 
-use crate::guard::{GuardedResolver, redirect_policy, refusal_in};
+use crate::client::{
+    Client, Outgoing, SendError,
+    wire::{parse_retry_after, valid_header_value},
+};
 
 /// Response bytes kept with the execution record.
 pub const EXCERPT_BYTES: usize = 4 * 1024;
+/// Most redirects followed for one call.
+pub const MAX_REDIRECTS: usize = 10;
 
 /// The signature headers of Standard Webhooks; a job's own headers of these names are
 /// dropped when Courier signs.
 const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
+/// Headers that stay with their origin: a redirect to another host drops them.
+const ORIGIN_BOUND: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "www-authenticate",
+];
 
 /// What came back from the target.
 #[derive(Debug)]
@@ -38,13 +47,11 @@ pub enum CallResult {
     Refused(String),
 }
 
-/// Two clients sharing nothing but settings (one never follows redirects, one does), both
-/// resolving names through SSRF protection; the signer; and the keys that open sealed
-/// header values.
+/// The client (its pool, TLS and SSRF protection), the signer, and the keys that open
+/// sealed header values.
 #[derive(Clone)]
 pub struct HttpCaller {
-    direct: Client,
-    following: Client,
+    client: Client,
     outbound: Arc<OutboundPolicy>,
     signer: Arc<Signer>,
     max_response_bytes: usize,
@@ -59,26 +66,17 @@ impl HttpCaller {
         let outbound = Arc::new(OutboundPolicy::from_settings(&settings.outbound)?);
         let signer = Arc::new(Signer::from_settings(&settings.signing)?);
         let secrets = Arc::new(SecretBox::from_settings(&settings.secrets)?);
-        let concurrency = settings.worker.concurrency;
-        let build = |policy: Policy| {
-            Client::builder()
-                .redirect(policy)
-                .dns_resolver(GuardedResolver {
-                    policy: outbound.clone(),
-                })
-                // Courier calls whatever the job names; a proxy from the environment would
-                // silently reroute (and could expose) every call, and would do the DNS
-                // lookups SSRF protection must see.
-                .no_proxy()
-                .pool_max_idle_per_host(concurrency)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .tcp_nodelay(true)
-                .user_agent(concat!("Courier/", env!("CARGO_PKG_VERSION")))
-                .build()
-        };
+        // Courier calls whatever the job names, and never through a proxy from the
+        // environment: a proxy would silently reroute (and could expose) every call, and
+        // would do the DNS lookups SSRF protection must see.
+        let client = Client::new(
+            outbound.clone(),
+            settings.worker.concurrency,
+            Duration::from_secs(60),
+            concat!("Courier/", env!("CARGO_PKG_VERSION")).to_owned(),
+        )?;
         Ok(Self {
-            direct: build(Policy::none())?,
-            following: build(redirect_policy(outbound.clone()))?,
+            client,
             outbound,
             signer,
             max_response_bytes: settings.outbound.max_response_bytes,
@@ -89,20 +87,13 @@ impl HttpCaller {
     /// Makes the call of `job`'s attempt, within the job's timeout.
     pub async fn call(&self, job: &Leased) -> CallResult {
         let spec = &job.spec;
-        let client = if spec.follow_redirects {
-            &self.following
-        } else {
-            &self.direct
-        };
         let url = spec.target.url.as_url();
         // Connections to IP literals skip the resolver: they are checked here.
         if let Err(refusal) = self.outbound.check_url(url) {
             return CallResult::Refused(refusal.to_string());
         }
-        let method = reqwest::Method::from_bytes(spec.target.method.as_str().as_bytes())
-            .expect("methods are valid");
         let id = job.id.to_string();
-        let headers = match spec.target.opened_headers(&self.secrets, &id) {
+        let opened = match spec.target.opened_headers(&self.secrets, &id) {
             Ok(headers) => headers,
             Err((name, e)) => {
                 return CallResult::Failed(format!("cannot decrypt header {name}: {e}"));
@@ -112,8 +103,9 @@ impl HttpCaller {
         let signature = self
             .signer
             .headers(job.queue.as_str(), &id, Utc::now().timestamp(), body);
-        let mut request = client.request(method, url.clone());
-        for (name, value) in headers {
+        let attempt = job.attempt.to_string();
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(opened.len() + 5);
+        for (name, value) in &opened {
             let replaced = signature.is_some()
                 && SIGNATURE_HEADERS
                     .iter()
@@ -121,64 +113,96 @@ impl HttpCaller {
             if replaced {
                 continue;
             }
-            let mut value = match HeaderValue::from_str(&value) {
-                Ok(value) => value,
-                Err(_) => return CallResult::Failed(format!("header {name} has an invalid value")),
-            };
-            value.set_sensitive(is_secret_header(&name));
-            request = request.header(name, value);
+            if !valid_header_value(value) {
+                return CallResult::Failed(format!("header {name} has an invalid value"));
+            }
+            headers.push((name.as_str(), value.as_str()));
         }
-        if let Some(signature) = signature {
-            request = request
-                .header("webhook-id", signature.id)
-                .header("webhook-timestamp", signature.timestamp)
-                .header("webhook-signature", signature.signature);
+        if let Some(signature) = &signature {
+            headers.push(("webhook-id", &signature.id));
+            headers.push(("webhook-timestamp", &signature.timestamp));
+            headers.push(("webhook-signature", &signature.signature));
         }
-        request = request
-            .header("X-Courier-Job-Id", id)
-            .header("X-Courier-Attempt", job.attempt.to_string())
-            .body(spec.target.body.clone());
+        headers.push(("x-courier-job-id", &id));
+        headers.push(("x-courier-attempt", &attempt));
+        let method = spec.target.method.as_str();
         let timeout = Duration::from_millis(spec.timeout_ms);
-        match tokio::time::timeout(timeout, send(request, self.max_response_bytes)).await {
+        let follow = spec.follow_redirects;
+        match tokio::time::timeout(timeout, self.send(method, url, headers, body, follow)).await {
             Ok(result) => result,
             Err(_) => CallResult::TimedOut,
         }
     }
-}
 
-async fn send(request: reqwest::RequestBuilder, max_bytes: usize) -> CallResult {
-    let mut response = match request.send().await {
-        Ok(response) => response,
-        Err(e) if e.is_timeout() => return CallResult::TimedOut,
-        Err(e) => {
-            return match refusal_in(&e) {
-                Some(refusal) => CallResult::Refused(refusal.to_string()),
-                None => CallResult::Failed(describe(e)),
+    /// Sends, following redirects when asked: each hop checked like the first (a hop to a
+    /// name is checked again when it resolves), `Authorization` and cookies dropped when
+    /// a hop leaves the origin, and a POST turned into a GET by 301, 302 and 303 as
+    /// browsers do.
+    async fn send(
+        &self,
+        mut method: &str,
+        url: &url::Url,
+        mut headers: Vec<(&str, &str)>,
+        mut body: &[u8],
+        follow: bool,
+    ) -> CallResult {
+        let mut url = std::borrow::Cow::Borrowed(url);
+        let mut hops = 0;
+        loop {
+            let request = Outgoing {
+                method,
+                url: &url,
+                headers: &headers,
+                body,
+            };
+            let answer = match self.client.send(&request, self.max_response_bytes).await {
+                Ok(answer) => answer,
+                Err(SendError::Refused(refusal)) => {
+                    return CallResult::Refused(refusal.to_string());
+                }
+                Err(e) => return CallResult::Failed(e.to_string()),
+            };
+            let redirect = matches!(answer.status, 301 | 302 | 303 | 307 | 308);
+            if let (true, true, Some(location)) = (follow, redirect, &answer.location) {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return CallResult::Failed(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                let next = match url.join(location) {
+                    Ok(next) if matches!(next.scheme(), "http" | "https") => next,
+                    _ => {
+                        return CallResult::Failed(format!(
+                            "redirect to an invalid location {location:?}"
+                        ));
+                    }
+                };
+                if let Err(refusal) = self.outbound.check_url(&next) {
+                    return CallResult::Refused(refusal.to_string());
+                }
+                if (answer.status == 303 && method != "HEAD")
+                    || (matches!(answer.status, 301 | 302) && method == "POST")
+                {
+                    method = "GET";
+                    body = b"";
+                    headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+                }
+                if next.origin() != url.origin() {
+                    headers
+                        .retain(|(n, _)| !ORIGIN_BOUND.iter().any(|h| n.eq_ignore_ascii_case(h)));
+                }
+                url = std::borrow::Cow::Owned(next);
+                continue;
+            }
+            let now = std::time::SystemTime::from(Utc::now());
+            return CallResult::Answered {
+                status: answer.status,
+                retry_after: answer
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, now)),
+                excerpt: excerpt(&answer.body),
             };
         }
-    };
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(parse_retry_after);
-    let mut body = BytesMut::new();
-    while body.len() < max_bytes {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk[..chunk.len().min(max_bytes - body.len())])
-            }
-            Ok(None) => break,
-            // The answer's status already arrived; a broken body does not change it.
-            Err(_) => break,
-        }
-    }
-    // Dropping a response that was not read to the end closes its connection.
-    drop(response);
-    CallResult::Answered {
-        status,
-        retry_after,
-        excerpt: excerpt(&body),
     }
 }
 
@@ -196,53 +220,9 @@ fn excerpt(body: &[u8]) -> String {
     text
 }
 
-/// The error chain, without the URL (which reqwest repeats and which may carry secrets).
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
-/// `Retry-After` as seconds or as an HTTP date.
-pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
-    let value = value.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    let now = std::time::SystemTime::from(Utc::now());
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("2")),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")),
-            Some(Duration::ZERO)
-        );
-        let later =
-            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
-        let wait = parse_retry_after(&HeaderValue::from_str(&later).unwrap()).unwrap();
-        assert!(
-            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
-            "{wait:?}"
-        );
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
-    }
 
     #[test]
     fn excerpts_stay_within_their_bytes() {

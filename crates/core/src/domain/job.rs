@@ -177,7 +177,7 @@ pub struct JobSpec {
 
 /// SPEC 2's default timeout.
 pub const DEFAULT_TIMEOUT_MS: u64 = 90_000;
-/// SPEC 2's default number of attempts.
+/// SPEC 2's default number of attempts (`reap.lua` knows it too).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 fn default_timeout_ms() -> u64 {
