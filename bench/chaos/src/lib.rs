@@ -152,6 +152,15 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     )
     .await;
     let injected = chaos.await?;
+    for fault in &injected {
+        let at = chrono::Utc::now()
+            - chrono::Duration::from_std(started.elapsed() - fault.at).unwrap_or_default();
+        eprintln!(
+            "chaos: {} at {}",
+            fault.fault.name(),
+            at.format("%H:%M:%S%.3f")
+        );
+    }
 
     // Everything back up, then drain.
     let drained = drain(&system, &accepted).await;
@@ -221,7 +230,7 @@ async fn submit(
 async fn drain(system: &System, accepted: &[String]) -> Option<Duration> {
     let ids: Vec<uuid::Uuid> = accepted.iter().filter_map(|id| id.parse().ok()).collect();
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(300);
+    let deadline = start + Duration::from_secs(120);
     while Instant::now() < deadline {
         let live: Result<i64, _> = sqlx::query_scalar(
             "SELECT count(*) FROM jobs WHERE id = ANY($1) AND state NOT IN ('succeeded', 'dead', 'cancelled')",
@@ -233,6 +242,58 @@ async fn drain(system: &System, accepted: &[String]) -> Option<Duration> {
             return Some(start.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What is left, for the report's reader.
+    let left: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT id::text, state::text, attempts FROM jobs
+         WHERE id = ANY($1) AND state NOT IN ('succeeded', 'dead', 'cancelled') LIMIT 20",
+    )
+    .bind(&ids)
+    .fetch_all(&system.env.db)
+    .await
+    .unwrap_or_default();
+    eprintln!("chaos: jobs never finished (up to 20): {left:?}");
+    // Where Redis has them, to tell a lost dispatch from a stuck lease.
+    let keys = courier_core::queue::Keys::new(&system.env.settings.redis.prefix)
+        .queue(&courier_core::QueueName::default());
+    let redis = system.redis.lock().await;
+    for (id, _, _) in &left {
+        let mut seen = Vec::new();
+        for (what, args) in [
+            ("payload", vec!["HEXISTS", keys.jobs.as_str(), id]),
+            ("queued", vec!["ZSCORE", keys.queued.as_str(), id]),
+            ("scheduled", vec!["ZSCORE", keys.scheduled.as_str(), id]),
+            ("running", vec!["ZSCORE", keys.running.as_str(), id]),
+            ("lease", vec!["HGET", keys.leases.as_str(), id]),
+            ("attempts", vec!["HGET", keys.attempts.as_str(), id]),
+        ] {
+            seen.push(format!("{what}={:?}", redis.command(&args).await));
+        }
+        let calls: Vec<String> = system
+            .target
+            .received()
+            .iter()
+            .filter(|r| r.job_id().as_deref() == Some(id.as_str()))
+            .map(|r| r.received_at.format("%H:%M:%S%.3f").to_string())
+            .collect();
+        let row: Option<(chrono::DateTime<chrono::Utc>, i64)> =
+            sqlx::query_as("SELECT updated_at, token FROM jobs WHERE id = $1::uuid")
+                .bind(id)
+                .fetch_optional(&system.env.db)
+                .await
+                .ok()
+                .flatten();
+        let records: Vec<(i32, String, bool, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT attempt, outcome, stale, finished_at FROM job_executions WHERE job_id = $1::uuid",
+        )
+        .bind(id)
+        .fetch_all(&system.env.db)
+        .await
+        .unwrap_or_default();
+        eprintln!(
+            "chaos: {id}: calls at {calls:?}; job (updated_at, token) {row:?}; records {records:?}; redis {}",
+            seen.join(" ")
+        );
     }
     None
 }

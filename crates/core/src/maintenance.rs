@@ -233,8 +233,10 @@ impl Maintenance {
 
     /// Dispatches again the jobs among `candidates` (live in PostgreSQL, missing from
     /// Redis) that were really lost. A job that just ended in Redis is still live in
-    /// PostgreSQL until its worker's history batch lands, so only jobs still missing, and
-    /// unchanged, after the settle time count. Returns how many were dispatched.
+    /// PostgreSQL until its worker's history batch lands, so only jobs still live and
+    /// still missing after the settle time count. (A job whose attempt start reached
+    /// PostgreSQL meanwhile still counts: an attempt whose lease Redis lost can only end
+    /// stale.) Returns how many were dispatched.
     async fn redispatch_lost(
         &self,
         candidates: Vec<repo::JobRow>,
@@ -245,13 +247,11 @@ impl Maintenance {
         tokio::time::sleep(RECONCILE_SETTLE).await;
         // A result waiting in the outbox is not lost: record it first.
         self.flush_outbox(Duration::ZERO).await?;
-        let seen: std::collections::HashMap<_, _> =
-            candidates.iter().map(|r| (r.id, r.updated_at)).collect();
-        let ids: Vec<_> = seen.keys().copied().collect();
+        let ids: Vec<_> = candidates.iter().map(|r| r.id).collect();
         let again = repo::get_jobs(&self.db, &ids)
             .await?
             .into_iter()
-            .filter(|r| !r.state.is_terminal() && seen.get(&r.id) == Some(&r.updated_at))
+            .filter(|r| !r.state.is_terminal())
             .collect();
         let lost: Vec<Dispatch> = self
             .missing_from_redis(again)

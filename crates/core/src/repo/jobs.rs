@@ -440,6 +440,8 @@ pub async fn delete_expired(
 }
 
 /// Live jobs (scheduled, queued, running) after `after`, by id, for reconciling with Redis.
+/// Jobs still in the dispatch outbox are included: their entry may be about to go (the
+/// job was in Redis before Redis lost it), and dispatching a job twice is harmless.
 ///
 /// # Errors
 /// PostgreSQL unreachable.
@@ -455,7 +457,6 @@ pub async fn live_jobs_page(
                   last_duration_ms, created_at, updated_at, finished_at
            FROM jobs
            WHERE state IN ('scheduled', 'queued', 'running') AND ($1::uuid IS NULL OR id > $1)
-             AND NOT EXISTS (SELECT 1 FROM job_dispatch d WHERE d.job_id = jobs.id)
            ORDER BY id
            LIMIT $2"#,
         after.map(|id| id.as_uuid()),
