@@ -1,5 +1,5 @@
 //! The benchmark's own target server, shared by both systems so that the target never
-//! limits a figure: plain hyper on a thread of its own, answering `/ok` at once,
+//! limits a figure: plain hyper on a runtime of its own, answering `/ok` at once,
 //! `/sleep/<ms>` after that long and `/fail/<percent>` with a 500 that often. It counts
 //! calls and measures, from headers the benchmark puts in each job, how long after its
 //! submission (`x-bench-sent-us`) and how long after its due time (`x-bench-due-us`) each
@@ -133,7 +133,11 @@ impl Target {
         std::thread::Builder::new()
             .name("bench-target".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
+                // Two threads: 10,000 connections arrive within a second, and the target
+                // must not be what limits a figure.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("bench-target")
                     .enable_all()
                     .build()
                     .expect("target runtime");

@@ -12,7 +12,7 @@
 pub mod wire;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -122,7 +122,7 @@ pub struct Client {
 }
 
 struct Inner {
-    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
+    idle: Mutex<HashMap<Origin, VecDeque<Idle>>>,
     tls: TlsConnector,
     policy: Arc<OutboundPolicy>,
     max_idle_per_origin: usize,
@@ -207,7 +207,7 @@ impl Client {
     fn take_idle(&self, origin: &Origin) -> Option<Stream> {
         let mut idle = self.inner.idle.lock().expect("pool lock");
         let list = idle.get_mut(origin)?;
-        while let Some(conn) = list.pop() {
+        while let Some(conn) = list.pop_back() {
             if conn.since.elapsed() < self.inner.idle_timeout {
                 return Some(conn.stream);
             }
@@ -219,9 +219,12 @@ impl Client {
         let mut idle = self.inner.idle.lock().expect("pool lock");
         let timeout = self.inner.idle_timeout;
         let list = idle.entry(origin).or_default();
-        list.retain(|c| c.since.elapsed() < timeout);
+        // Oldest first: the expired ones are at the front (reuse takes from the back).
+        while list.front().is_some_and(|c| c.since.elapsed() >= timeout) {
+            list.pop_front();
+        }
         if list.len() < self.inner.max_idle_per_origin {
-            list.push(Idle {
+            list.push_back(Idle {
                 since: Instant::now(),
                 stream,
             });
