@@ -95,7 +95,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         size: &size,
         target: &target,
     };
-    let machine = Machine::this();
+    let mut machine = Machine::this();
+    machine.http_ceiling = {
+        let endpoint = load::Endpoint {
+            addr: target.addr,
+            authorization: None,
+        };
+        let body = System::Courier
+            .single(&System::Courier.job(&target.url("/ok"), None, None))
+            .1;
+        let make: load::MakeRequest = std::sync::Arc::new(move |_| ("/ok".into(), body.clone()));
+        let secs = std::time::Duration::from_secs_f64(size.enqueue_secs.min(5.0));
+        let done = load::closed_loop(&endpoint, size.enqueue_conns, secs, make).await;
+        target.stats.reset();
+        done.ok as f64 / done.elapsed.as_secs_f64()
+    };
     eprintln!(
         "courier-bench: {} size, {} ({} cores); logs in {}",
         if args.tiny { "tiny" } else { "full" },

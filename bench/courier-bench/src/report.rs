@@ -164,8 +164,14 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "Machine: {} ({} cores), {}.",
-            machine.cpu, machine.cores, machine.date
+            "Machine: {} ({} cores), {}. Its HTTP ceiling: the same load generator POSTing \
+             to a server that does nothing (the bench target) reaches {} requests/s at {} \
+             connections; every HTTP figure above shares that budget.",
+            machine.cpu,
+            machine.cores,
+            machine.date,
+            number(machine.http_ceiling),
+            size.enqueue_conns
         );
         for system in systems {
             let _ = writeln!(out, "- {}: {}.", system.name(), system.configuration());
@@ -199,6 +205,9 @@ pub struct Machine {
     pub cpu: String,
     pub cores: usize,
     pub date: String,
+    /// What this machine's HTTP alone allows: the load generator's POSTs to the bench
+    /// target (which does nothing) at the enqueue scenario's connections, per second.
+    pub http_ceiling: f64,
 }
 
 impl Machine {
@@ -215,6 +224,7 @@ impl Machine {
             cpu,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            http_ceiling: 0.0,
         }
     }
 }

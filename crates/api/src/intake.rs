@@ -82,6 +82,7 @@ struct Committed {
 #[derive(Clone)]
 pub struct Intake {
     tx: mpsc::Sender<Submission>,
+    marks: mpsc::Sender<Vec<JobId>>,
 }
 
 impl Intake {
@@ -91,9 +92,23 @@ impl Intake {
         let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
         let (mark_tx, mark_rx) = mpsc::channel(MARK_QUEUE);
         tokio::spawn(commit_loop(maintenance.clone(), rx, dispatch_tx));
-        tokio::spawn(dispatch_loop(maintenance.clone(), dispatch_rx, mark_tx));
+        tokio::spawn(dispatch_loop(
+            maintenance.clone(),
+            dispatch_rx,
+            mark_tx.clone(),
+        ));
         tokio::spawn(mark_loop(maintenance, mark_rx));
-        Self { tx }
+        Self { tx, marks: mark_tx }
+    }
+
+    /// Takes jobs that reached Redis out of the dispatch outbox, with the intake's own,
+    /// off the caller's path (for jobs committed elsewhere, such as a batch).
+    pub fn dispatched(&self, ids: Vec<JobId>) {
+        if self.marks.try_send(ids).is_err() {
+            tracing::debug!(
+                "the outbox mark queue is full; the dispatcher will see these jobs again"
+            );
+        }
     }
 
     /// Commits `job`, with its idempotency key if any.

@@ -175,7 +175,11 @@ pub async fn create_batch(
         .zip(specs)
         .map(|(j, spec)| Dispatch::with_payload(j.id, j.queue, spec, &j.spec, j.run_at, 0))
         .collect();
-    state.maintenance().dispatch_now(&dispatches).await;
+    if state.maintenance().enqueue_now(&dispatches).await {
+        state
+            .intake
+            .dispatched(dispatches.into_iter().map(|d| d.id).collect());
+    }
     Ok((StatusCode::CREATED, Json(BatchAccepted { ids })).into_response())
 }
 
