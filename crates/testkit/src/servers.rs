@@ -108,8 +108,11 @@ impl RedisServer {
     /// Sends a command (`FLUSHALL`, `CONFIG GET ...`) and returns the answer.
     pub async fn command(&self, args: &[&str]) -> redis::Value {
         let client = redis::Client::open(self.url()).expect("redis url");
+        // FLUSHALL of a million keys takes longer than redis-rs's 500 ms default.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(120)));
         let mut conn = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("connect to redis");
         let mut cmd = redis::cmd(args[0]);

@@ -1,5 +1,6 @@
 //! Redis and PostgreSQL connections as production runs them (issue 5): PostgreSQL over TLS
-//! (`sslmode=require`), Redis as an ACL user with a password and only the rights the
+//! (`sslmode=require`), Redis over TLS (`rediss://`, the certificate checked against the
+//! operator's CA), Redis as an ACL user with a password and only the rights the
 //! README lists, with the default user switched off.
 
 use std::time::Duration;
@@ -153,4 +154,157 @@ async fn sslmode_require_refuses_a_postgresql_without_tls() {
     let said = String::from_utf8_lossy(&output.stderr).to_lowercase()
         + &String::from_utf8_lossy(&output.stdout).to_lowercase();
     assert!(said.contains("tls") || said.contains("ssl"), "{said}");
+}
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it, with the openssl tool, in
+/// `dir`: (`ca.pem`, `server.pem`, `server.key`).
+fn make_certificates(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (ca, ca_key) = (path("ca.pem"), path("ca.key"));
+    let (cert, key, csr, ext) = (
+        path("server.pem"),
+        path("server.key"),
+        path("server.csr"),
+        path("server.ext"),
+    );
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", &ca_key, "-out", &ca, "-days", "2"],
+            &["-subj", "/CN=Courier test CA"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    (ca, cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_over_redis_tls_verified_against_the_operators_ca() {
+    let certs =
+        std::env::temp_dir().join(format!("courier-certs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&certs).unwrap();
+    let (ca, cert, key) = make_certificates(&certs);
+    let tls_port = courier_testkit::free_port().to_string();
+    // The plain port stays for the test's own look at the server; Courier gets only TLS.
+    let redis = RedisServer::start(
+        false,
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
+    .await;
+    let redis_url = format!("rediss://127.0.0.1:{tls_port}");
+    let env = TestEnv::on("postgres://postgres@127.0.0.1:5432/postgres", &redis_url).await;
+
+    // Without the CA the server's certificate is not trusted: no connection, and /readyz
+    // says why, rather than falling back to plain text.
+    let untrusted = ChildProcess::spawn(
+        "courier-api",
+        &["serve"],
+        &env.process_env_with(&[("COURIER__SERVER__PORT", "0")]),
+    );
+    let port = untrusted.api_port().await;
+    let ready = env
+        .client()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let said = ready.text().await.unwrap().to_lowercase();
+    assert!(
+        said.contains("certificate") || said.contains("tls"),
+        "{said}"
+    );
+    drop(untrusted);
+
+    // With the operator's CA (SSL_CERT_FILE, read by rustls-native-certs), jobs run.
+    let trusted = env.process_env_with(&[
+        ("COURIER__SERVER__PORT", "0"),
+        ("SSL_CERT_FILE", ca.as_str()),
+    ]);
+    let api = ChildProcess::spawn("courier-api", &["serve"], &trusted);
+    let port = api.api_port().await;
+    let _worker = ChildProcess::start_worker(&trusted).await;
+    let target = Target::start().await;
+    let client = env.client();
+    for i in 0..10 {
+        let created = client
+            .post(format!("http://127.0.0.1:{port}/v1/jobs"))
+            .json(&json!({"target": {"url": target.url(&format!("/rediss/{i}"))}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    wait_until("10 jobs to succeed over TLS", T, || async {
+        (env.count_jobs(Some("succeeded")).await == 10).then_some(())
+    })
+    .await;
+    assert_eq!(target.received().len(), 10);
+    // Courier's keys are in this server, reached only through its TLS port.
+    let keys: RedisValue = redis
+        .command(&["KEYS", &format!("{}:*", env.settings.redis.prefix)])
+        .await;
+    assert!(!text(&keys).is_empty(), "no Courier keys in the TLS Redis");
+    let _ = std::fs::remove_dir_all(&certs);
 }
