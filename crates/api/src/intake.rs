@@ -1,13 +1,13 @@
 //! Group commit for `POST /v1/jobs`. Each request hands its parsed job to the intake and
 //! waits; three tasks form a pipeline, each taking everything that is waiting for it:
 //!
-//! 1. the commit task inserts every waiting job (and its dispatch outbox entry) in one
-//!    statement and one commit;
+//! 1. the commit task inserts every waiting job (and one dispatch outbox entry naming
+//!    them all) in one statement and one commit;
 //! 2. the dispatch task sends every committed batch that is waiting to Redis in one
 //!    round trip per queue, in commit order (so FIFO holds), and answers the requests
 //!    (a 2xx means committed; in Redis too unless Redis is down);
-//! 3. the mark task takes the dispatched jobs out of the outbox, many batches in one
-//!    statement, off the answer's path.
+//! 3. the mark task drops the dispatched batches' outbox entries, many in one statement,
+//!    off the answer's path.
 //!
 //! Under load each step carries many jobs instead of one; alone, a request is its own
 //! batch and waits for nothing. No step waits for a later one, so a slow mark never holds
@@ -20,7 +20,7 @@ use courier_core::{
     domain::NewJob,
     maintenance::Maintenance,
     queue::Dispatch,
-    repo::{self, Idempotency, JobRow, RepoError},
+    repo::{self, Idempotency, JobRow, OutboxId, RepoError},
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 1024;
 /// Committed batches that may wait for Redis before the commit task waits too.
 const DISPATCH_QUEUE: usize = 64;
-/// Dispatched batches whose outbox entries may wait to be deleted; past this they are
-/// left to the dispatcher, which sends them again harmlessly.
+/// Outbox entries of dispatched batches that may wait to be deleted; past this they are
+/// left to the dispatcher, which sends their jobs again harmlessly.
 const MARK_QUEUE: usize = 1024;
 /// How often the outbox is cleared of dispatched jobs. Far below the dispatcher's grace,
 /// so it never sends these jobs again.
@@ -78,11 +78,17 @@ struct Committed {
     reply: Reply,
 }
 
+/// Jobs committed together, with their outbox entry.
+struct Batch {
+    outbox: Vec<OutboxId>,
+    jobs: Vec<Committed>,
+}
+
 /// The sending side of the intake; cheap to clone.
 #[derive(Clone)]
 pub struct Intake {
     tx: mpsc::Sender<Submission>,
-    marks: mpsc::Sender<Vec<JobId>>,
+    marks: mpsc::Sender<Vec<OutboxId>>,
 }
 
 impl Intake {
@@ -101,10 +107,10 @@ impl Intake {
         Self { tx, marks: mark_tx }
     }
 
-    /// Takes jobs that reached Redis out of the dispatch outbox, with the intake's own,
-    /// off the caller's path (for jobs committed elsewhere, such as a batch).
-    pub fn dispatched(&self, ids: Vec<JobId>) {
-        if self.marks.try_send(ids).is_err() {
+    /// Drops the outbox entry of jobs that reached Redis, with the intake's own, off the
+    /// caller's path (for jobs committed elsewhere, such as a batch).
+    pub fn dispatched(&self, outbox: OutboxId) {
+        if self.marks.try_send(vec![outbox]).is_err() {
             tracing::debug!(
                 "the outbox mark queue is full; the dispatcher will see these jobs again"
             );
@@ -137,17 +143,17 @@ impl Intake {
 async fn commit_loop(
     maintenance: Maintenance,
     mut rx: mpsc::Receiver<Submission>,
-    dispatch: mpsc::Sender<Vec<Committed>>,
+    dispatch: mpsc::Sender<Batch>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let committed = commit_batch(&maintenance, std::mem::take(&mut batch)).await;
-        if committed.is_empty() {
+        if committed.jobs.is_empty() {
             continue;
         }
         if let Err(mpsc::error::SendError(committed)) = dispatch.send(committed).await {
             tracing::error!("the dispatch task is gone; the dispatcher loop will send these jobs");
-            for c in committed {
+            for c in committed.jobs {
                 let _ = c.reply.send(Ok(Admission::Created(c.row)));
             }
         }
@@ -156,8 +162,9 @@ async fn commit_loop(
 
 /// Inserts the batch; answers at once every request whose job was not created, and
 /// returns the created ones for dispatch.
-async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Vec<Committed> {
+async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Batch {
     let now = Utc::now();
+    let mut outbox = vec![OutboxId::new()];
     let mut jobs = Vec::with_capacity(batch.len());
     let mut keys = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
@@ -167,7 +174,9 @@ async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Vec<
         replies.push(s.reply);
     }
     let specs: Vec<String> = jobs.iter().map(repo::spec_json).collect();
-    let inserted = match repo::insert_jobs(&maintenance.db, &jobs, &specs, &keys, now).await {
+    let inserted = match repo::insert_jobs(&maintenance.db, &jobs, &specs, &keys, outbox[0], now)
+        .await
+    {
         Ok(inserted) => Some(inserted),
         Err(e) if !e.is_unavailable() && jobs.len() > 1 => {
             // One row the database refuses must not fail its neighbours: insert each
@@ -186,7 +195,10 @@ async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Vec<
                 };
                 let _ = reply.send(Err(error));
             }
-            return Vec::new();
+            return Batch {
+                outbox: Vec::new(),
+                jobs: Vec::new(),
+            };
         }
     };
     let mut created = Vec::with_capacity(jobs.len());
@@ -203,17 +215,23 @@ async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Vec<
             }
         }
         None => {
+            outbox.clear();
             for (((job, spec), key), reply) in outcomes {
+                let own = OutboxId::new();
                 let result = repo::insert_jobs(
                     &maintenance.db,
                     std::slice::from_ref(&job),
                     std::slice::from_ref(&spec),
                     &[key],
+                    own,
                     now,
                 )
                 .await;
                 match result {
-                    Ok(ids) if !ids.is_empty() => created.push(committed(job, spec, reply, now)),
+                    Ok(ids) if !ids.is_empty() => {
+                        outbox.push(own);
+                        created.push(committed(job, spec, reply, now));
+                    }
                     Ok(_) => {
                         let _ = reply.send(Ok(Admission::KeyTaken));
                     }
@@ -224,7 +242,10 @@ async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Vec<
             }
         }
     }
-    created
+    Batch {
+        outbox,
+        jobs: created,
+    }
 }
 
 fn committed(job: NewJob, spec: String, reply: Reply, now: DateTime<Utc>) -> Committed {
@@ -242,19 +263,23 @@ fn committed(job: NewJob, spec: String, reply: Reply, now: DateTime<Utc>) -> Com
 /// the dispatcher loop sends them later).
 async fn dispatch_loop(
     maintenance: Maintenance,
-    mut rx: mpsc::Receiver<Vec<Committed>>,
-    marks: mpsc::Sender<Vec<JobId>>,
+    mut rx: mpsc::Receiver<Batch>,
+    marks: mpsc::Sender<Vec<OutboxId>>,
 ) {
     let mut waiting = Vec::new();
     while rx.recv_many(&mut waiting, DISPATCH_QUEUE).await > 0 {
-        let batch: Vec<Committed> = waiting.drain(..).flatten().collect();
+        let mut outbox = Vec::new();
+        let mut batch = Vec::new();
+        for b in waiting.drain(..) {
+            outbox.extend(b.outbox);
+            batch.extend(b.jobs);
+        }
         let jobs: Vec<&Dispatch> = batch.iter().map(|c| &c.dispatch).collect();
         let in_redis = maintenance.enqueue_now(&jobs).await;
-        let ids: Vec<JobId> = batch.iter().map(|c| c.dispatch.id).collect();
         for c in batch {
             let _ = c.reply.send(Ok(Admission::Created(c.row)));
         }
-        if in_redis && marks.try_send(ids).is_err() {
+        if in_redis && marks.try_send(outbox).is_err() {
             tracing::debug!(
                 "the outbox mark queue is full; the dispatcher will see these jobs again"
             );
@@ -262,13 +287,13 @@ async fn dispatch_loop(
     }
 }
 
-/// Takes dispatched jobs out of the outbox, everything waiting in one statement, at most
-/// every [`MARK_EVERY`]: under load one statement covers hundreds of jobs.
-async fn mark_loop(maintenance: Maintenance, mut rx: mpsc::Receiver<Vec<JobId>>) {
+/// Drops the outbox entries of dispatched batches, everything waiting in one statement,
+/// at most every [`MARK_EVERY`]: under load one statement covers thousands of jobs.
+async fn mark_loop(maintenance: Maintenance, mut rx: mpsc::Receiver<Vec<OutboxId>>) {
     let mut waiting = Vec::new();
     while rx.recv_many(&mut waiting, MARK_QUEUE).await > 0 {
-        let ids: Vec<JobId> = waiting.drain(..).flatten().collect();
-        maintenance.mark_dispatched(&ids).await;
+        let entries: Vec<OutboxId> = waiting.drain(..).flatten().collect();
+        maintenance.clear_outbox(&entries).await;
         tokio::time::sleep(MARK_EVERY).await;
     }
 }

@@ -90,6 +90,13 @@ impl Maintenance {
         }
     }
 
+    /// Records that committed batches are in Redis, so the dispatcher leaves them alone.
+    pub async fn clear_outbox(&self, entries: &[repo::OutboxId]) {
+        if let Err(e) = repo::clear_outbox(&self.db, entries).await {
+            tracing::warn!(error = %e, "clearing the dispatch outbox failed; its jobs may be dispatched again");
+        }
+    }
+
     /// Records that `jobs` are in Redis, so the dispatcher leaves them alone.
     pub async fn mark_dispatched(&self, ids: &[JobId]) {
         if let Err(e) = repo::mark_dispatched(&self.db, ids).await {
@@ -103,9 +110,10 @@ impl Maintenance {
     /// # Errors
     /// PostgreSQL or Redis unreachable.
     pub async fn dispatch_pending(&self) -> Result<usize, MaintenanceError> {
-        let mut tx = self.db.begin().await?;
         let before =
             Utc::now() - chrono::Duration::from_std(DISPATCH_GRACE).expect("a small duration");
+        repo::spread_stale_batches(&self.db, before).await?;
+        let mut tx = self.db.begin().await?;
         let rows = repo::lock_undispatched(&mut *tx, before, BATCH).await?;
         if rows.is_empty() {
             drop(tx);

@@ -177,7 +177,7 @@ async fn insert_directly(env: &TestEnv, urls: &[String]) -> Vec<String> {
         })
         .collect();
     let specs: Vec<String> = jobs.iter().map(repo::spec_json).collect();
-    repo::insert_jobs(&env.db, &jobs, &specs, &[], now)
+    repo::insert_jobs(&env.db, &jobs, &specs, &[], repo::OutboxId::new(), now)
         .await
         .expect("insert jobs");
     jobs.iter().map(|j| j.id.to_string()).collect()

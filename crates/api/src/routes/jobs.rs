@@ -168,7 +168,8 @@ pub async fn create_batch(
         job.seal_secrets(&state.secrets);
     }
     let specs: Vec<String> = jobs.iter().map(repo::spec_json).collect();
-    repo::insert_jobs(&state.db, &jobs, &specs, &[], now).await?;
+    let outbox = repo::OutboxId::new();
+    repo::insert_jobs(&state.db, &jobs, &specs, &[], outbox, now).await?;
     let ids = jobs.iter().map(|j| j.id.as_uuid()).collect();
     let dispatches: Vec<Dispatch> = jobs
         .into_iter()
@@ -176,9 +177,7 @@ pub async fn create_batch(
         .map(|(j, spec)| Dispatch::with_payload(j.id, j.queue, spec, &j.spec, j.run_at, 0))
         .collect();
     if state.maintenance().enqueue_now(&dispatches).await {
-        state
-            .intake
-            .dispatched(dispatches.into_iter().map(|d| d.id).collect());
+        state.intake.dispatched(outbox);
     }
     Ok((StatusCode::CREATED, Json(BatchAccepted { ids })).into_response())
 }

@@ -85,10 +85,28 @@ pub struct Idempotency {
     pub request_hash: Vec<u8>,
 }
 
+/// The dispatch outbox entry of one committed batch of jobs: once they are all in Redis,
+/// [`clear_outbox`] drops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxId(Uuid);
+
+impl OutboxId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for OutboxId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Inserts jobs in one statement (all or none), each with its spec as JSON (`specs`, in
 /// the same order; see [`spec_json`]). `idempotency` gives each job its key (or is empty
 /// when none has one); a job whose key is already taken, or repeated earlier in the same
-/// call, is not inserted. Returns the ids of the jobs actually inserted.
+/// call, is not inserted. The inserted jobs enter the dispatch outbox as one entry,
+/// `outbox`, in the same statement. Returns the ids of the jobs actually inserted.
 ///
 /// # Errors
 /// PostgreSQL unreachable or refusing the rows.
@@ -97,6 +115,7 @@ pub async fn insert_jobs(
     jobs: &[NewJob],
     specs: &[String],
     idempotency: &[Option<Idempotency>],
+    outbox: OutboxId,
     now: DateTime<Utc>,
 ) -> Result<Vec<JobId>, RepoError> {
     debug_assert_eq!(jobs.len(), specs.len());
@@ -127,7 +146,7 @@ pub async fn insert_jobs(
     let hashes: Vec<Option<Vec<u8>>> = (0..jobs.len())
         .map(|i| key(i).map(|k| k.request_hash.clone()))
         .collect();
-    // Each job also enters the dispatch outbox, in the same statement, so a job is never
+    // The jobs also enter the dispatch outbox, in the same statement, so a job is never
     // committed without a record that it still has to reach Redis.
     let inserted = sqlx::query_scalar!(
         r#"WITH inserted AS (
@@ -139,7 +158,8 @@ pub async fn insert_jobs(
                ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                RETURNING id
            ), outbox AS (
-               INSERT INTO job_dispatch (job_id) SELECT id FROM inserted
+               INSERT INTO job_dispatch_batches (id, job_ids)
+               SELECT $11, array_agg(id) FROM inserted HAVING count(*) > 0
            )
            SELECT id AS "id!: JobId" FROM inserted"#,
         &ids,
@@ -152,6 +172,7 @@ pub async fn insert_jobs(
         &run_at,
         &keys as &[Option<String>],
         &hashes as &[Option<Vec<u8>>],
+        outbox.0,
     )
     .fetch_all(db)
     .await?;
@@ -189,6 +210,47 @@ pub async fn mark_dispatched(db: &sqlx::PgPool, ids: &[JobId]) -> Result<(), Rep
     mark_dispatched_in(&mut *tx, ids).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Records that batches of jobs are in Redis: drops their outbox entries, without
+/// waiting for the disk (as [`mark_dispatched`]).
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn clear_outbox(db: &sqlx::PgPool, entries: &[OutboxId]) -> Result<(), RepoError> {
+    let ids: Vec<Uuid> = entries.iter().map(|e| e.0).collect();
+    let mut tx = db.begin().await?;
+    sqlx::query!("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!("DELETE FROM job_dispatch_batches WHERE id = ANY($1)", &ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Spreads batch outbox entries older than `before` into one `job_dispatch` entry per
+/// job, of the same age, for the dispatcher. Returns how many jobs.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn spread_stale_batches(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+) -> Result<u64, RepoError> {
+    let done = sqlx::query!(
+        "WITH moved AS (
+             DELETE FROM job_dispatch_batches WHERE created_at < $1 RETURNING job_ids, created_at
+         )
+         INSERT INTO job_dispatch (job_id, created_at)
+         SELECT unnest(job_ids), created_at FROM moved
+         ON CONFLICT (job_id) DO NOTHING",
+        before
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// [`mark_dispatched`] within the caller's transaction.
