@@ -44,7 +44,8 @@ impl System {
         match self {
             Self::Courier => {
                 "courier-api and one courier-worker (release build, default settings: \
-                 JSON logs at info, API keys on, SSRF protection with 127.0.0.1/32 allowed); \
+                 JSON logs at info, API keys on, SSRF protection with 127.0.0.1/32 allowed; \
+                 the key's rate limit off, as one key sends all the load); \
                  jobs committed to PostgreSQL (synchronous_commit on) before 2xx, every \
                  attempt recorded in PostgreSQL"
             }
@@ -213,7 +214,15 @@ impl Deployment {
                 let api = Proc::spawn(
                     &binary("courier-api"),
                     &["serve"],
-                    &courier_env(&env, &[("COURIER__SERVER__PORT", "0")]),
+                    // One key sends the whole load, so its request rate limit (20,000/s
+                    // by default, a guard against one runaway client) is off.
+                    &courier_env(
+                        &env,
+                        &[
+                            ("COURIER__SERVER__PORT", "0"),
+                            ("COURIER__AUTH__RATE_LIMIT_PER_SECOND", "0"),
+                        ],
+                    ),
                     logs.join("courier-api.log"),
                 )?;
                 let port = api
