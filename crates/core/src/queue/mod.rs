@@ -230,8 +230,11 @@ impl RedisQueue {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
-            // Reconnect quickly and keep trying: a command fails fast meanwhile, and the
-            // callers retry or report Redis as unavailable.
+            // One quick retry, then the command fails with the reason (refused, a bad
+            // certificate) and the next command connects afresh: the callers retry with
+            // their own backoff or report Redis as unavailable. redis-rs's default of six
+            // retries held every command, `/readyz` included, for seconds.
+            .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(2));
         let conns = (0..settings.pool_size.max(1))
