@@ -180,8 +180,11 @@ impl Report {
             out,
             "- Both: the same redis-server (no persistence, noeviction), the same target \
              server, the same load generator; a fresh deployment per scenario; worker \
-             concurrency {} except in `inflight` ({}).",
-            size.worker_concurrency, size.inflight_jobs
+             concurrency {} except in `inflight` ({}); in `worker-kill` {} jobs whose calls \
+             take 80 s run in one worker, a second idle worker is started, and the first \
+             is killed with SIGKILL (both systems' lease or lock settings at their defaults: \
+             Courier's lease 15 s, BullMQ's lockDuration and stalledInterval 30 s).",
+            size.worker_concurrency, size.inflight_jobs, size.kill_jobs
         );
         for (scenario, system, error) in &self.failures {
             let _ = writeln!(out, "- FAILED: {scenario} on {system}: {error}");

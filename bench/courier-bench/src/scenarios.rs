@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Every scenario, in the order they run.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     "enqueue",
     "enqueue-batch",
     "drain",
@@ -22,7 +22,12 @@ pub const ALL: [&str; 7] = [
     "inflight",
     "delay",
     "redis-memory",
+    "worker-kill",
 ];
+
+/// How long each call of `worker-kill` takes: longer than either system needs to run a
+/// killed worker's jobs again, so that no first call ends on its own.
+const KILL_CALL_MS: u64 = 80_000;
 
 /// How big each scenario is.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -43,6 +48,8 @@ pub struct Size {
     pub delay_jobs: u64,
     pub delay_spread_secs: f64,
     pub memory_jobs: u64,
+    /// Jobs in flight in the worker that `worker-kill` kills.
+    pub kill_jobs: u64,
 }
 
 impl Size {
@@ -63,6 +70,7 @@ impl Size {
             delay_jobs: 10_000,
             delay_spread_secs: 10.0,
             memory_jobs: 1_000_000,
+            kill_jobs: 1000,
         }
     }
 
@@ -99,6 +107,7 @@ impl Size {
             delay_jobs: 100,
             delay_spread_secs: 1.0,
             memory_jobs: 1_000,
+            kill_jobs: 20,
         }
     }
 }
@@ -121,6 +130,7 @@ impl Bench<'_> {
             "inflight" => self.inflight(d).await,
             "delay" => self.delay(d).await,
             "redis-memory" => self.redis_memory(d).await,
+            "worker-kill" => self.worker_kill(d).await,
             other => anyhow::bail!("no scenario {other:?}"),
         }
     }
@@ -357,6 +367,61 @@ impl Bench<'_> {
             Better::Lower,
         )])
     }
+}
+
+impl Bench<'_> {
+    /// SPEC 8's last row: a worker with `kill_jobs` calls in flight is killed with
+    /// SIGKILL while a second, idle worker runs; how long until the target sees each job
+    /// called again.
+    async fn worker_kill(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let n = self.size.kill_jobs;
+        self.prequeue(d, n, &format!("/sleep/{KILL_CALL_MS}"))
+            .await?;
+        let concurrency = self.size.worker_concurrency.max(n as usize);
+        d.start_worker(concurrency).await?;
+        let stats = self.target.stats.clone();
+        wait_for_calls(&stats, n, Duration::from_secs(60), "every job to start").await?;
+        d.start_worker(concurrency).await?;
+        let killed = std::time::Instant::now();
+        d.kill_worker(0).await?;
+        // When the target saw the first job called again, half of them, all of them.
+        let mut marks = Vec::new();
+        for count in [n + 1, n + n.div_ceil(2), 2 * n] {
+            wait_for_calls(
+                &stats,
+                count,
+                Duration::from_secs(300),
+                "killed jobs to run again",
+            )
+            .await?;
+            marks.push(killed.elapsed().as_secs_f64());
+        }
+        d.kill_workers().await;
+        Ok(vec![
+            Figure::new("first job running again after s", marks[0], Better::Lower),
+            Figure::new("half running again after s", marks[1], Better::Lower),
+            Figure::new("all running again after s", marks[2], Better::Lower).target(15.0),
+        ])
+    }
+}
+
+/// Waits until the target has seen `count` calls, looking every 5 ms.
+async fn wait_for_calls(
+    stats: &crate::target::Stats,
+    count: u64,
+    within: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    while stats.calls() < count {
+        anyhow::ensure!(
+            started.elapsed() < within,
+            "{what}: {} of {count} calls after {within:?}",
+            stats.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {

@@ -155,6 +155,11 @@ impl Proc {
         .await
     }
 
+    /// SIGKILL, as a crash would, and waits for the process to be gone.
+    async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// SIGTERM, then a kill after 30 s.
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
@@ -310,6 +315,24 @@ impl Deployment {
         };
         self.workers.push(worker);
         Ok(self.workers.last().expect("just pushed"))
+    }
+
+    /// Kills worker `i` (in start order) with SIGKILL.
+    pub async fn kill_worker(&mut self, i: usize) -> anyhow::Result<()> {
+        let worker = self
+            .workers
+            .get_mut(i)
+            .with_context(|| format!("no worker {i}"))?;
+        worker.kill().await;
+        Ok(())
+    }
+
+    /// Kills every worker with SIGKILL: their calls in flight do not matter any more, and
+    /// a graceful stop would wait for them.
+    pub async fn kill_workers(&mut self) {
+        for worker in &mut self.workers {
+            worker.kill().await;
+        }
     }
 
     /// Jobs stored and not yet finished or finished: everything the system holds.

@@ -87,7 +87,7 @@ pub struct WorkerSettings {
     /// Queues to serve; empty serves every queue that has ever received a job.
     #[serde(deserialize_with = "queue_list")]
     pub queues: Vec<String>,
-    /// How long a running job's lease lasts without a heartbeat.
+    /// How soon a dead worker's jobs run again (SPEC 5): see `courier_worker::leases::redis_lease`.
     pub lease_ms: u64,
     /// Most jobs taken from Redis in one round trip.
     pub fetch_batch: usize,

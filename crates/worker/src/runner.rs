@@ -70,7 +70,7 @@ impl Worker {
             history,
             inflight: InFlight::default(),
             worker,
-            lease: settings.worker.lease(),
+            lease: leases::redis_lease(settings.worker.lease()),
         });
         Ok(Self {
             settings,
