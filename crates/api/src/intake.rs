@@ -78,7 +78,8 @@ struct Committed {
     reply: Reply,
 }
 
-/// Jobs committed together, with their outbox entry.
+/// Jobs committed together, with their outbox entries (one, or one per job when the
+/// batch had to be inserted job by job).
 struct Batch {
     outbox: Vec<OutboxId>,
     jobs: Vec<Committed>,
