@@ -192,7 +192,7 @@ fi
 REDIS_URL="redis://127.0.0.1:$redis_port"
 
 # --- build --------------------------------------------------------------------------------
-log "building courier-api and courier-worker (release)"
+log "building courier-api and courier-worker (release; the first build takes about 5 minutes on 2 cores, later ones seconds)"
 # sqlx checks queries against the committed .sqlx/ data, not the (not yet migrated) database.
 SQLX_OFFLINE=${SQLX_OFFLINE:-true} cargo build --release -p courier-api -p courier-worker
 api_bin=$ROOT/target/release/courier-api
@@ -224,8 +224,8 @@ key_works() {
         awk -F'\t' -v p="$(head -c 16 "$DEV/api-key")" '$2 == p && $8 == "-" { found = 1 } END { exit !found }'
 }
 if ! key_works; then
-    log "creating an admin API key (courier-api keys create --name dev --scope admin)"
-    (umask 077 && "$api_bin" keys create --name dev --scope admin >"$DEV/api-key")
+    log "creating an admin API key (courier-api keys create --name dev --scope admin) in .dev/api-key"
+    (umask 077 && "$api_bin" keys create --name dev --scope admin >"$DEV/api-key" 2>/dev/null)
 fi
 API_KEY=$(cat "$DEV/api-key")
 

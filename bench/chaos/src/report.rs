@@ -137,7 +137,7 @@ async fn explain(
             "the call's lease was lost mid-call (Redis restarted or wiped); the late result was refused as stale".to_owned()
         } else if history.len() < calls[*id] {
             "a call left no record: its worker was killed before writing it (a stale result, which only the \
-             worker's memory holds, or an outbox entry Redis lost too)"
+             worker's memory holds, or a journal entry Redis lost too)"
                 .to_owned()
         } else {
             "Redis lost the job's completion (AOF everysec) and the job ran again; both calls recorded".to_owned()

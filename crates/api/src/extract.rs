@@ -151,7 +151,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use courier_core::domain::JobRequest;
+    use crate::requests::JobRequest;
 
     #[test]
     fn syntax_errors_are_400_and_shape_errors_422_with_a_path() {

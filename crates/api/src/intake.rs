@@ -18,10 +18,11 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     JobId,
     domain::NewJob,
-    maintenance::Maintenance,
+    maintenance::Dispatcher,
     queue::Dispatch,
     repo::{self, Idempotency, JobRow, OutboxId, RepoError},
 };
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs in one commit.
@@ -94,17 +95,17 @@ pub struct Intake {
 
 impl Intake {
     /// Starts the pipeline's tasks. They end when every `Intake` is dropped.
-    pub fn spawn(maintenance: Maintenance) -> Self {
+    pub fn spawn(db: PgPool, dispatcher: Dispatcher) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
         let (mark_tx, mark_rx) = mpsc::channel(MARK_QUEUE);
-        tokio::spawn(commit_loop(maintenance.clone(), rx, dispatch_tx));
+        tokio::spawn(commit_loop(db, rx, dispatch_tx));
         tokio::spawn(dispatch_loop(
-            maintenance.clone(),
+            dispatcher.clone(),
             dispatch_rx,
             mark_tx.clone(),
         ));
-        tokio::spawn(mark_loop(maintenance, mark_rx));
+        tokio::spawn(mark_loop(dispatcher, mark_rx));
         Self { tx, marks: mark_tx }
     }
 
@@ -142,13 +143,13 @@ impl Intake {
 }
 
 async fn commit_loop(
-    maintenance: Maintenance,
+    db: PgPool,
     mut rx: mpsc::Receiver<Submission>,
     dispatch: mpsc::Sender<Batch>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = commit_batch(&maintenance, std::mem::take(&mut batch)).await;
+        let committed = commit_batch(&db, std::mem::take(&mut batch)).await;
         if committed.jobs.is_empty() {
             continue;
         }
@@ -163,7 +164,7 @@ async fn commit_loop(
 
 /// Inserts the batch; answers at once every request whose job was not created, and
 /// returns the created ones for dispatch.
-async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Batch {
+async fn commit_batch(db: &PgPool, batch: Vec<Submission>) -> Batch {
     let now = Utc::now();
     let mut outbox = vec![OutboxId::new()];
     let mut jobs = Vec::with_capacity(batch.len());
@@ -174,10 +175,8 @@ async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Batc
         keys.push(s.idempotency);
         replies.push(s.reply);
     }
-    let specs: Vec<String> = jobs.iter().map(repo::spec_json).collect();
-    let inserted = match repo::insert_jobs(&maintenance.db, &jobs, &specs, &keys, outbox[0], now)
-        .await
-    {
+    let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_json()).collect();
+    let inserted = match repo::insert_jobs(db, &jobs, &specs, &keys, outbox[0], now).await {
         Ok(inserted) => Some(inserted),
         Err(e) if !e.is_unavailable() && jobs.len() > 1 => {
             // One row the database refuses must not fail its neighbours: insert each
@@ -220,7 +219,7 @@ async fn commit_batch(maintenance: &Maintenance, batch: Vec<Submission>) -> Batc
             for (((job, spec), key), reply) in outcomes {
                 let own = OutboxId::new();
                 let result = repo::insert_jobs(
-                    &maintenance.db,
+                    db,
                     std::slice::from_ref(&job),
                     std::slice::from_ref(&spec),
                     &[key],
@@ -263,7 +262,7 @@ fn committed(job: NewJob, spec: String, reply: Reply, now: DateTime<Utc>) -> Com
 /// go, then answers their requests (also when Redis is down: the jobs are committed and
 /// the dispatcher loop sends them later).
 async fn dispatch_loop(
-    maintenance: Maintenance,
+    dispatcher: Dispatcher,
     mut rx: mpsc::Receiver<Batch>,
     marks: mpsc::Sender<Vec<OutboxId>>,
 ) {
@@ -276,7 +275,7 @@ async fn dispatch_loop(
             batch.extend(b.jobs);
         }
         let jobs: Vec<&Dispatch> = batch.iter().map(|c| &c.dispatch).collect();
-        let in_redis = maintenance.enqueue_now(&jobs).await;
+        let in_redis = dispatcher.enqueue_now(&jobs).await;
         for c in batch {
             let _ = c.reply.send(Ok(Admission::Created(c.row)));
         }
@@ -290,11 +289,11 @@ async fn dispatch_loop(
 
 /// Drops the outbox entries of dispatched batches, everything waiting in one statement,
 /// at most every [`MARK_EVERY`]: under load one statement covers thousands of jobs.
-async fn mark_loop(maintenance: Maintenance, mut rx: mpsc::Receiver<Vec<OutboxId>>) {
+async fn mark_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<Vec<OutboxId>>) {
     let mut waiting = Vec::new();
     while rx.recv_many(&mut waiting, MARK_QUEUE).await > 0 {
         let entries: Vec<OutboxId> = waiting.drain(..).flatten().collect();
-        maintenance.clear_outbox(&entries).await;
+        dispatcher.clear_outbox(&entries).await;
         tokio::time::sleep(MARK_EVERY).await;
     }
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod intake;
 pub mod openapi;
+pub mod requests;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -100,8 +100,15 @@ async fn manage_keys(settings: &Settings, command: KeysCommand) -> anyhow::Resul
                 "--name must be 1 to 200 characters"
             );
             let created = keys::create_key(&pool, &name, scope, queues).await?;
+            // The key goes to standard output alone, so that it can be captured; where
+            // it goes when that is not a terminal, the note says.
+            let shown = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                "it is shown only now:"
+            } else {
+                "it is written to standard output, this once only"
+            };
             eprintln!(
-                "created key {} ({}, scope {}); it is shown only now:",
+                "created key {} ({}, scope {}); {shown}",
                 created.key.id,
                 created.key.name,
                 scope.as_str()

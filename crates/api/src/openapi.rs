@@ -3,9 +3,9 @@
 use axum::Json;
 use utoipa::{Modify, OpenApi};
 
-use crate::{error::Problem, routes::*, views::*};
+use crate::{error::Problem, requests::*, routes::*, views::*};
 use courier_core::JobState;
-use courier_core::domain::{BackoffRequest, FieldError, JobRequest, Method, TargetRequest};
+use courier_core::domain::{FieldError, Method};
 
 #[derive(OpenApi)]
 #[openapi(

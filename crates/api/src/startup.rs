@@ -41,12 +41,8 @@ impl Application {
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
         let settings = Arc::new(settings);
-        let maintenance = courier_core::maintenance::Maintenance {
-            db: db.clone(),
-            queue: queue.clone(),
-            settings: settings.clone(),
-        };
-        let intake = crate::intake::Intake::spawn(maintenance);
+        let dispatcher = courier_core::maintenance::Dispatcher::new(db.clone(), queue.clone());
+        let intake = crate::intake::Intake::spawn(db.clone(), dispatcher);
         let state = AppState {
             auth: Arc::new(crate::auth::Authenticator::new(&settings.auth)),
             secrets,
@@ -81,12 +77,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let maintenance = self.state.maintenance();
-        let background = [
-            tokio::spawn(maintenance.clone().run_dispatcher(stop.clone())),
-            tokio::spawn(maintenance.clone().run_reconciler(stop.clone())),
-            tokio::spawn(maintenance.run_retention(stop.clone())),
-        ];
+        let background = self.state.maintenance().spawn(&stop, true);
         let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
         let stopping = stop.clone();
         let signal = async move {

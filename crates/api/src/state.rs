@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use courier_core::{
-    Settings, maintenance::Maintenance, outbound::OutboundPolicy, queue::RedisQueue,
+    Settings,
+    maintenance::{Dispatcher, Maintenance},
+    outbound::OutboundPolicy,
+    queue::RedisQueue,
 };
 use sqlx::PgPool;
 
@@ -24,12 +27,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Dispatch, reconciliation and retention over this state's connections.
+    /// Dispatch, reconciliation, recovery and retention over this state's connections.
     pub fn maintenance(&self) -> Maintenance {
         Maintenance {
             db: self.db.clone(),
             queue: self.queue.clone(),
             settings: self.settings.clone(),
         }
+    }
+
+    /// Sends committed jobs to Redis.
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(self.db.clone(), self.queue.clone())
     }
 }

@@ -6,18 +6,14 @@
 -- ARGV[1]: most jobs to take   ARGV[2]: lease length in ms
 -- Returns: strings: next due time in unix ms or -1, then groups of 4: id, token, attempt,
 -- payload
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local BAND = 17592186044416
+local now, t = clock()
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now * 10 + 9),
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', scheduled_score(now, 9),
   'WITHSCORES', 'LIMIT', 0, 1000)
 if #due > 0 then
   local ids = {}
   for i = 1, #due, 2 do
-    local band = tonumber(due[i + 1]) % 10
-    local seq = redis.call('INCR', KEYS[7])
-    redis.call('ZADD', KEYS[1], string.format('%.0f', band * BAND + seq), due[i])
+    push_queued(KEYS[1], KEYS[7], due[i], scheduled_band(due[i + 1]))
     ids[#ids + 1] = due[i]
   end
   redis.call('ZREM', KEYS[2], unpack(ids))
@@ -26,7 +22,7 @@ end
 local out = {'-1'}
 local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if #nxt > 0 then
-  out[1] = string.format('%.0f', math.floor(tonumber(nxt[2]) / 10))
+  out[1] = string.format('%.0f', scheduled_due(nxt[2]))
 end
 
 local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))

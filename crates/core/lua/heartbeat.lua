@@ -1,9 +1,9 @@
 -- Extends the leases a worker still holds.
 -- KEYS[1]: running zset   KEYS[2]: leases hash
 -- ARGV[1]: lease length in ms, then pairs: id, token
--- Returns: the ids whose lease this worker no longer holds (reaped, cancelled or wiped)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Returns: pairs id, token of the attempts whose lease is gone (reaped, cancelled, wiped,
+-- or taken over by a newer attempt of the same job)
+local now = clock()
 local deadline = string.format('%.0f', now + tonumber(ARGV[1]))
 local lost = {}
 for i = 2, #ARGV, 2 do
@@ -11,6 +11,7 @@ for i = 2, #ARGV, 2 do
     redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
   else
     lost[#lost + 1] = ARGV[i]
+    lost[#lost + 1] = ARGV[i + 1]
   end
 end
 return lost

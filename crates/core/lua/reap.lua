@@ -5,9 +5,7 @@
 -- KEYS[7]: signal list
 -- ARGV[1]: most jobs to reap
 -- Returns: strings, groups of 4: id, token of the lost attempt, attempts made, 'queued' or 'dead'
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local BAND = 17592186044416
+local now = clock()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now),
   'LIMIT', 0, tonumber(ARGV[1]))
 local out = {}
@@ -18,9 +16,8 @@ for _, id in ipairs(expired) do
   local payload = redis.call('HGET', KEYS[3], id)
   if payload then
     local spec = cjson.decode(payload)
-    -- A spec leaves out fields equal to their defaults (JobSpec in domain/job.rs).
-    local max_attempts = spec.max_attempts or 3
-    local priority = spec.priority or 0
+    -- A spec leaves out fields equal to their defaults (JobSpec in domain/spec.rs).
+    local max_attempts = spec.max_attempts or DEFAULT_MAX_ATTEMPTS
     local attempts = tonumber(redis.call('HGET', KEYS[4], id) or '0')
     local fate = 'queued'
     if attempts >= max_attempts then
@@ -28,8 +25,7 @@ for _, id in ipairs(expired) do
       redis.call('HDEL', KEYS[3], id)
       redis.call('HDEL', KEYS[4], id)
     else
-      local seq = redis.call('INCR', KEYS[6])
-      redis.call('ZADD', KEYS[2], string.format('%.0f', (9 - priority) * BAND + seq), id)
+      push_queued(KEYS[2], KEYS[6], id, band_of(spec.priority or 0))
     end
     out[#out + 1] = id
     out[#out + 1] = token
@@ -37,7 +33,7 @@ for _, id in ipairs(expired) do
     out[#out + 1] = fate
   end
 end
-if #out > 0 and redis.call('LLEN', KEYS[7]) < 32 then
-  redis.call('RPUSH', KEYS[7], '1')
+if #out > 0 then
+  wake(KEYS[7], 1)
 end
 return out

@@ -12,6 +12,7 @@ pub mod repo;
 pub mod settings;
 pub mod signing;
 pub mod telemetry;
+pub mod views;
 
 pub use domain::{JobId, JobState, QueueName};
 pub use settings::Settings;

@@ -45,7 +45,7 @@ pub struct ServerSettings {
 }
 
 /// PostgreSQL connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
@@ -54,7 +54,7 @@ pub struct DatabaseSettings {
 }
 
 /// Redis connection and key layout.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: String,
@@ -137,10 +137,13 @@ pub struct OutboundSettings {
     pub allow: Vec<String>,
     /// Most response bytes read from a target; the rest is discarded.
     pub max_response_bytes: usize,
+    /// A PEM file of extra certificate authorities to trust for `https` targets (an
+    /// internal CA), besides the platform's; empty for none.
+    pub ca_file: String,
 }
 
 /// Standard Webhooks signing of outgoing calls.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningSettings {
     /// `whsec_...` secrets that sign every call; several give several signatures (rotation).
@@ -153,7 +156,7 @@ pub struct SigningSettings {
 }
 
 /// Encryption of secret header values at rest.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSettings {
     /// 32 bytes, base64: encrypts secret header values (AES-256-GCM) before they are
@@ -251,6 +254,7 @@ rate_limit_burst = 40_000
 [outbound]
 allow = []
 max_response_bytes = 65_536
+ca_file = ""
 
 [signing]
 secrets = []
@@ -262,11 +266,17 @@ previous_encryption_keys = []
 "#;
 
 impl Settings {
-    /// Loads the layers from the process environment.
+    /// Loads the layers from the process environment, and checks them.
     ///
     /// # Errors
-    /// A file that cannot be read or a value of the wrong type.
-    pub fn load() -> Result<Self, ConfigError> {
+    /// A file that cannot be read, a value of the wrong type, or one that cannot work.
+    pub fn load() -> Result<Self, SettingsError> {
+        let settings = Self::load_unchecked()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn load_unchecked() -> Result<Self, ConfigError> {
         let mut builder =
             Config::builder().add_source(File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Ok(path) = std::env::var("COURIER_CONFIG") {
@@ -350,6 +360,222 @@ impl WorkerSettings {
     }
 }
 
+/// A connection URL with its password (in the user info, or a `password=` parameter)
+/// replaced: what `Debug` and logs show of it.
+pub fn redact_url(url: &str) -> String {
+    let mut shown = url.to_owned();
+    if let Some(scheme_end) = url.find("://") {
+        let start = scheme_end + 3;
+        let rest = &url[start..];
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            shown = format!(
+                "{}[redacted]{}",
+                &url[..start + colon + 1],
+                &url[start + at..]
+            );
+        }
+    }
+    if let Some(p) = shown.find("password=") {
+        let value_start = p + "password=".len();
+        let value_end = shown[value_start..]
+            .find('&')
+            .map_or(shown.len(), |e| value_start + e);
+        shown.replace_range(value_start..value_end, "[redacted]");
+    }
+    shown
+}
+
+/// What `Debug` shows for secrets: how many there are, never what they are.
+struct Hidden(usize);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} redacted]", self.0)
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("pool_size", &self.pool_size)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SigningSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queues: std::collections::BTreeMap<&str, Hidden> = self
+            .queues
+            .iter()
+            .map(|(q, s)| (q.as_str(), Hidden(s.len())))
+            .collect();
+        f.debug_struct("SigningSettings")
+            .field("secrets", &Hidden(self.secrets.len()))
+            .field("queues", &queues)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SecretSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSettings")
+            .field(
+                "encryption_key",
+                &Hidden(usize::from(!self.encryption_key.is_empty())),
+            )
+            .field(
+                "previous_encryption_keys",
+                &Hidden(self.previous_encryption_keys.len()),
+            )
+            .finish()
+    }
+}
+
+/// A setting whose value cannot work: the process stops at start and says which.
+#[derive(Debug, thiserror::Error)]
+#[error("setting {name} (COURIER__{env}) {problem}")]
+pub struct BadSetting {
+    pub name: &'static str,
+    env: String,
+    problem: String,
+}
+
+impl BadSetting {
+    fn new(name: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            name,
+            env: name.replace('.', "__").to_ascii_uppercase(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Bad(#[from] BadSetting),
+}
+
+/// The shortest `worker.lease_ms` that works: the heartbeat renews a third of the way
+/// through, and a lease much shorter than a second is lost to ordinary scheduling delays.
+pub const MIN_LEASE_MS: u64 = 1000;
+
+impl Settings {
+    /// Checks every value that cannot work (a zero where at least one is needed, a lease
+    /// too short to be renewed).
+    ///
+    /// # Errors
+    /// The first bad setting, by name.
+    pub fn validate(&self) -> Result<(), BadSetting> {
+        let at_least = |name: &'static str, value: u64, min: u64| {
+            if value < min {
+                Err(BadSetting::new(
+                    name,
+                    format!("is {value}; it must be at least {min}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_least(
+            "server.max_request_bytes",
+            self.server.max_request_bytes as u64,
+            1024,
+        )?;
+        at_least(
+            "server.max_batch_request_bytes",
+            self.server.max_batch_request_bytes as u64,
+            1024,
+        )?;
+        at_least(
+            "server.max_batch_jobs",
+            self.server.max_batch_jobs as u64,
+            1,
+        )?;
+        at_least(
+            "server.dispatch_interval_ms",
+            self.server.dispatch_interval_ms,
+            10,
+        )?;
+        at_least(
+            "database.max_connections",
+            u64::from(self.database.max_connections),
+            2,
+        )?;
+        at_least(
+            "database.connect_timeout_ms",
+            self.database.connect_timeout_ms,
+            100,
+        )?;
+        at_least("redis.pool_size", self.redis.pool_size as u64, 1)?;
+        at_least(
+            "redis.command_timeout_ms",
+            self.redis.command_timeout_ms,
+            100,
+        )?;
+        if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}']) {
+            return Err(BadSetting::new(
+                "redis.prefix",
+                "must be non-empty and hold no '{' or '}' (they mark Redis Cluster hash tags)",
+            ));
+        }
+        at_least("jobs.max_timeout_ms", self.jobs.max_timeout_ms, 1)?;
+        at_least("jobs.max_body_bytes", self.jobs.max_body_bytes as u64, 1)?;
+        at_least("jobs.max_headers", self.jobs.max_headers as u64, 1)?;
+        at_least(
+            "jobs.max_header_bytes",
+            self.jobs.max_header_bytes as u64,
+            64,
+        )?;
+        at_least("worker.concurrency", self.worker.concurrency as u64, 1)?;
+        at_least("worker.lease_ms", self.worker.lease_ms, MIN_LEASE_MS)?;
+        at_least("worker.fetch_batch", self.worker.fetch_batch as u64, 1)?;
+        at_least("worker.idle_poll_ms", self.worker.idle_poll_ms, 10)?;
+        at_least("worker.history_batch", self.worker.history_batch as u64, 1)?;
+        at_least(
+            "worker.history_buffer",
+            self.worker.history_buffer as u64,
+            self.worker.history_batch as u64,
+        )?;
+        at_least(
+            "retention.sweep_interval_ms",
+            self.retention.sweep_interval_ms,
+            100,
+        )?;
+        at_least(
+            "outbound.max_response_bytes",
+            self.outbound.max_response_bytes as u64,
+            1,
+        )?;
+        if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {
+            return Err(BadSetting::new(
+                "auth.rate_limit_burst",
+                "is 0 while auth.rate_limit_per_second is set; it must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,5 +634,41 @@ mod tests {
     #[test]
     fn defaults_load() {
         assert_eq!(Settings::defaults().server.port, 8080);
+        Settings::defaults().validate().unwrap();
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_refused_by_name() {
+        let refused =
+            |vars: &[(&str, &str)]| with_env(vars).unwrap().validate().unwrap_err().to_string();
+        let e = refused(&[("COURIER__WORKER__CONCURRENCY", "0")]);
+        assert!(
+            e.contains("worker.concurrency") && e.contains("COURIER__WORKER__CONCURRENCY"),
+            "{e}"
+        );
+        assert!(refused(&[("COURIER__WORKER__LEASE_MS", "200")]).contains("worker.lease_ms"));
+        assert!(refused(&[("COURIER__WORKER__FETCH_BATCH", "0")]).contains("worker.fetch_batch"));
+        assert!(refused(&[("COURIER__REDIS__PREFIX", "a{b}")]).contains("redis.prefix"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let s = with_env(&[
+            (
+                "COURIER__DATABASE__URL",
+                "postgres://courier:pg-hunter2@db:5432/courier",
+            ),
+            ("COURIER__REDIS__URL", "redis://:redis-hunter2@redis:6379"),
+            ("COURIER__SECRETS__ENCRYPTION_KEY", "key-hunter2"),
+            ("COURIER__SIGNING__SECRETS", "whsec_hunter2"),
+            ("COURIER__SIGNING__QUEUES__PAYMENTS", "whsec_q-hunter2"),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://courier:[redacted]@db:5432/courier"),
+            "{shown}"
+        );
     }
 }

@@ -509,7 +509,7 @@ async fn finished_jobs_are_deleted_after_their_retention() {
         queue: courier_core::queue::RedisQueue::new(&env.settings.redis).unwrap(),
         settings: std::sync::Arc::new(env.settings.clone()),
     };
-    assert_eq!(maintenance.sweep_expired().await.unwrap(), 2);
+    assert_eq!(maintenance.retention().sweep_expired().await.unwrap(), 2);
     let left: Vec<String> = sqlx::query_scalar("SELECT id::text FROM jobs ORDER BY id")
         .fetch_all(&env.db)
         .await

@@ -43,13 +43,16 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
             "not_a_server_error,status_code_conformance,content_type_conformance,\
              response_schema_conformance,response_headers_conformance,ignored_auth",
         ])
+        // One worker: with two, schemathesis 4.32 fails now and then with a KeyError
+        // inside its own coverage phase (a race between its threads, seen twice in CI-like
+        // runs), which says nothing about Courier.
         .args([
             "--max-examples",
             "40",
             "--seed",
             "20261122",
             "--workers",
-            "2",
+            "1",
         ])
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")

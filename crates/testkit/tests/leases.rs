@@ -103,14 +103,14 @@ fn ending<'a>(job: &courier_core::queue::Leased, record: &'a str) -> Ending<'a> 
     }
 }
 
-/// What a worker writes to the outbox for a successful attempt of `job`.
+/// What a worker writes to the journal for a successful attempt of `job`.
 fn succeeded(job: &courier_core::queue::Leased) -> String {
     let now = chrono::Utc::now();
     serde_json::to_string(&AttemptEnd {
         record: ExecutionRecord {
             job_id: job.id,
             attempt: job.attempt as i32,
-            token: job.token.0,
+            token: job.token,
             worker: "killed-worker".into(),
             outcome: Outcome::Succeeded,
             stale: false,
@@ -123,7 +123,7 @@ fn succeeded(job: &courier_core::queue::Leased) -> String {
         },
         update: Some(JobUpdate {
             id: job.id,
-            token: job.token.0,
+            token: job.token,
             attempts: job.attempt as i32,
             state: JobState::Succeeded,
             run_at: None,
@@ -136,7 +136,12 @@ fn succeeded(job: &courier_core::queue::Leased) -> String {
 /// A worker that ended its attempt in Redis and was killed before its history batch
 /// reached PostgreSQL: Redis no longer has the job, PostgreSQL still says running.
 /// (After the start-up reconciliation, so that only the periodic checks can find it.)
-async fn killed_after_ending(env: &TestEnv, id: &str, lose_the_outbox_too: bool) -> RedisQueue {
+async fn killed_after_ending(
+    env: &TestEnv,
+    id: &str,
+    lose_the_journal_too: bool,
+    running_for: &str,
+) -> RedisQueue {
     let queue = RedisQueue::new(&env.settings.redis).unwrap();
     courier_testkit::wait_until(
         "the start-up reconciliation",
@@ -159,11 +164,11 @@ async fn killed_after_ending(env: &TestEnv, id: &str, lose_the_outbox_too: bool)
             .unwrap(),
         [true]
     );
-    if lose_the_outbox_too {
+    if lose_the_journal_too {
         queue
-            .ack(
+            .journal_ack(
                 &default,
-                &[courier_core::queue::outbox_entry(
+                &[courier_core::queue::journal_entry(
                     leased.id,
                     leased.token,
                     None,
@@ -173,10 +178,11 @@ async fn killed_after_ending(env: &TestEnv, id: &str, lose_the_outbox_too: bool)
             .unwrap();
     }
     sqlx::query(
-        "UPDATE jobs SET state = 'running', attempts = 1, token = $2, updated_at = now() - interval '1 minute' WHERE id = $1::uuid",
+        "UPDATE jobs SET state = 'running', attempts = 1, token = $2, updated_at = now() - $3::interval WHERE id = $1::uuid",
     )
     .bind(id)
     .bind(leased.token.0)
+    .bind(running_for)
     .execute(&env.db)
     .await
     .unwrap();
@@ -184,14 +190,14 @@ async fn killed_after_ending(env: &TestEnv, id: &str, lose_the_outbox_too: bool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_record_of_a_worker_killed_before_writing_it_comes_from_the_outbox() {
+async fn the_record_of_a_worker_killed_before_writing_it_comes_from_the_journal() {
     let env = TestEnv::new().await;
     let target = Target::start().await;
     let app = TestApp::spawn(env.settings.clone()).await;
     let id = app
         .submit(json!({"target": {"url": target.url("/recorded")}}))
         .await;
-    killed_after_ending(&env, &id, false).await;
+    killed_after_ending(&env, &id, false, "1 minute").await;
     let job = app
         .wait_for_state(&id, "succeeded", Duration::from_secs(30))
         .await;
@@ -210,7 +216,26 @@ async fn a_job_whose_result_never_reached_postgresql_is_run_again() {
     let id = app
         .submit(json!({"target": {"url": target.url("/lost")}, "timeout_ms": 1000}))
         .await;
-    killed_after_ending(&env, &id, true).await;
+    killed_after_ending(&env, &id, true, "1 minute").await;
+    let _worker = WorkerHandle::spawn(env.settings.clone()).await;
+    let job = app
+        .wait_for_state(&id, "succeeded", Duration::from_secs(30))
+        .await;
+    assert_eq!(job["attempts"], 2, "the lost attempt counts");
+    assert_eq!(target.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_default_timeout_job_whose_result_never_reached_postgresql_is_run_again() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    let app = TestApp::spawn(env.settings.clone()).await;
+    // No timeout_ms: the stored spec leaves the default (90 s) out.
+    let id = app
+        .submit(json!({"target": {"url": target.url("/lost")}}))
+        .await;
+    // Running for longer than 90 s + the lease (15 s) + the margin (5 s).
+    killed_after_ending(&env, &id, true, "2 minutes").await;
     let _worker = WorkerHandle::spawn(env.settings.clone()).await;
     let job = app
         .wait_for_state(&id, "succeeded", Duration::from_secs(30))

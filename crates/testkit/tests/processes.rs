@@ -240,3 +240,36 @@ fn redis_dump(prefix: &str) -> String {
     }
     dump
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settings_that_cannot_work_stop_both_binaries_naming_the_setting() {
+    let env = TestEnv::new().await;
+    let cases = [
+        ("COURIER__WORKER__CONCURRENCY", "0", "worker.concurrency"),
+        ("COURIER__WORKER__LEASE_MS", "100", "worker.lease_ms"),
+        ("COURIER__WORKER__FETCH_BATCH", "0", "worker.fetch_batch"),
+        (
+            "COURIER__DATABASE__MAX_CONNECTIONS",
+            "0",
+            "database.max_connections",
+        ),
+    ];
+    for (variable, value, setting) in cases {
+        let vars = env.process_env_with(&[(variable, value), ("COURIER__SERVER__PORT", "0")]);
+        for (binary, args) in [("courier-api", &["serve"][..]), ("courier-worker", &[][..])] {
+            let mut process = ChildProcess::spawn(binary, args, &vars);
+            let status = tokio::time::timeout(Duration::from_secs(20), process.wait())
+                .await
+                .unwrap_or_else(|_| panic!("{binary} with {variable}={value} kept running"));
+            assert!(
+                !status.success(),
+                "{binary} with {variable}={value} started"
+            );
+            let said = process.output();
+            assert!(
+                said.contains(setting) && said.contains(variable),
+                "{binary} with {variable}={value} said: {said}"
+            );
+        }
+    }
+}

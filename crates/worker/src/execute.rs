@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     JobState,
     domain::JobSpec,
-    queue::{Completion, Ending, Leased, RedisQueue, Token, Unreadable, outbox_entry},
+    queue::{Completion, Ending, Leased, RedisQueue, Unreadable, journal_entry},
     repo::{AttemptEnd, ExecutionRecord, JobUpdate, Outcome, Started},
 };
 use tokio::sync::OwnedSemaphorePermit;
@@ -88,8 +88,10 @@ pub fn judge(
             None,
         ),
         CallResult::Failed(e) => (Outcome::ConnectionError, None, Some(e.clone()), true, None),
-        // Another attempt would be refused the same way.
-        CallResult::Refused(e) => (Outcome::Failed, None, Some(e.clone()), false, None),
+        // Another attempt would be refused, or fail to send, the same way.
+        CallResult::Refused(e) | CallResult::Invalid(e) => {
+            (Outcome::Failed, None, Some(e.clone()), false, None)
+        }
     };
     let (state, retry_at) = if outcome == Outcome::Succeeded {
         (JobState::Succeeded, None)
@@ -127,7 +129,7 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
     async move {
         let entry = ctx.inflight.insert(&job);
         ctx.history
-            .send(Event::Started(Started { id: job.id, token: job.token.0, attempt: job.attempt as i32 }))
+            .send(Event::Started(Started { id: job.id, token: job.token, attempt: job.attempt as i32 }))
             .await;
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
@@ -135,12 +137,15 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
             result = ctx.http.call(&job) => Ok(result),
             reason = entry.aborted() => Err(reason),
         };
-        let duration_ms = clock.elapsed().as_millis().min(i32::MAX as u128) as i32;
-        let finished_at = Utc::now();
+        // The end is the start plus the duration on the monotonic clock: a wall clock
+        // stepping back mid-call must not make an end that precedes its start.
+        let elapsed = clock.elapsed();
+        let duration_ms = elapsed.as_millis().min(i32::MAX as u128) as i32;
+        let finished_at = started_at + chrono::Duration::from_std(elapsed).unwrap_or_default();
         let record = |outcome, stale, status_code: Option<u16>, error: Option<String>, excerpt: Option<String>| ExecutionRecord {
             job_id: job.id,
             attempt: job.attempt as i32,
-            token: job.token.0,
+            token: job.token,
             worker: ctx.worker.clone(),
             outcome,
             stale,
@@ -155,8 +160,13 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
             Err(AbortReason::Shutdown) => hand_back(&ctx, &job).await,
             Err(AbortReason::Cancelled) => {
                 tracing::info!("call aborted: job cancelled");
-                let error = Some("cancelled while the call was in flight".to_owned());
-                ctx.history.send(Event::Record(record(Outcome::Cancelled, false, None, error, None))).await;
+                let error = "cancelled while the call was in flight".to_owned();
+                // The cancellation is the API's; this fills in the aborted call as the
+                // job's last outcome.
+                let update = attempt_ended(job.id, job.token, job.attempt, JobState::Cancelled, None,
+                    (None, Some(error.clone()), duration_ms));
+                ctx.history.send(Event::Record(record(Outcome::Cancelled, false, None, Some(error), None))).await;
+                ctx.history.send(Event::Update(update)).await;
             }
             Err(AbortReason::LeaseLost) => {
                 tracing::warn!("call aborted: lease lost");
@@ -187,7 +197,7 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
                 record_end(&ctx, &job.queue, end, applied).await;
             }
         }
-        ctx.inflight.remove(job.id);
+        ctx.inflight.remove(job.id, job.token);
         drop(permit);
     }
     .instrument(span)
@@ -204,7 +214,7 @@ pub async fn reject_unreadable(ctx: Arc<Context>, queue: courier_core::QueueName
         record: ExecutionRecord {
             job_id: job.id,
             attempt: job.attempt as i32,
-            token: job.token.0,
+            token: job.token,
             worker: ctx.worker.clone(),
             outcome: Outcome::Failed,
             stale: false,
@@ -240,39 +250,39 @@ pub async fn reject_unreadable(ctx: Arc<Context>, queue: courier_core::QueueName
 }
 
 /// Hands an ended attempt to the history writer: with its job update when the attempt
-/// still held its lease (its outbox entry, written by the same script that ended the
+/// still held its lease (its journal entry, written by the same script that ended the
 /// attempt, is dropped once recorded); as a stale record that changes nothing when it
-/// did not, kept in the outbox too so that a worker killed now loses nothing.
+/// did not, kept in the journal too so that a worker killed now loses nothing.
 async fn record_end(
     ctx: &Context,
     queue: &courier_core::QueueName,
     mut end: AttemptEnd,
     applied: bool,
 ) {
-    let (id, token) = (end.record.job_id, Token(end.record.token));
+    let (id, token) = (end.record.job_id, end.record.token);
     if applied {
         ctx.history
             .send(Event::Ended(
                 queue.clone(),
-                outbox_entry(id, token, None),
+                journal_entry(id, token, None),
                 end,
             ))
             .await;
     } else {
         end.record.stale = true;
         end.update = None;
-        send_through_outbox(
+        send_through_journal(
             ctx,
             queue,
-            vec![(outbox_entry(id, token, Some("stale")), end)],
+            vec![(journal_entry(id, token, Some("stale")), end)],
         )
         .await;
     }
 }
 
-/// Keeps the `(entry, end)`s in the outbox (one round trip), then hands them to the
+/// Keeps the `(entry, end)`s in the journal (one round trip), then hands them to the
 /// history writer; with Redis unreachable, to the writer alone.
-pub(crate) async fn send_through_outbox(
+pub(crate) async fn send_through_journal(
     ctx: &Context,
     queue: &courier_core::QueueName,
     ends: Vec<(String, AttemptEnd)>,
@@ -286,9 +296,9 @@ pub(crate) async fn send_through_outbox(
             )
         })
         .collect();
-    let kept = ctx.queue.outbox_put(queue, &records).await;
+    let kept = ctx.queue.journal_put(queue, &records).await;
     if let Err(e) = &kept {
-        tracing::warn!(error = %e, "could not keep records in the outbox; they are held in memory only");
+        tracing::warn!(error = %e, "could not keep records in the journal; they are held in memory only");
     }
     for (entry, end) in ends {
         if kept.is_ok() {
@@ -315,7 +325,7 @@ fn attempt_ended(
 ) -> JobUpdate {
     JobUpdate {
         id,
-        token: token.0,
+        token,
         attempts: attempt as i32,
         state,
         run_at,
@@ -355,7 +365,7 @@ async fn hand_back(ctx: &Context, job: &Leased) {
             ctx.history
                 .send(Event::Update(JobUpdate {
                     id: job.id,
-                    token: job.token.0,
+                    token: job.token,
                     attempts: job.attempt as i32 - 1,
                     state: JobState::Queued,
                     run_at: Some(Utc::now()),
@@ -373,27 +383,24 @@ async fn hand_back(ctx: &Context, job: &Leased) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use courier_core::domain::{JobRequest, NewJob, TargetRequest};
+    use courier_core::domain::{Backoff, Method, Target, TargetUrl};
 
-    fn spec(max_attempts: i64, retry_on_status: Vec<i64>) -> JobSpec {
-        let req = JobRequest {
-            target: TargetRequest {
-                url: "http://example.com".into(),
-                ..Default::default()
-            },
-            max_attempts: Some(max_attempts),
-            retry_on_status: Some(retry_on_status),
-            backoff: Some(courier_core::domain::BackoffRequest {
-                initial_ms: Some(1000),
-                max_ms: Some(10_000),
-                jitter: Some(false),
-                ..Default::default()
-            }),
-            ..Default::default()
+    fn spec(max_attempts: u32, retry_on_status: Vec<u16>) -> JobSpec {
+        let mut spec = JobSpec::new(Target {
+            url: TargetUrl::parse("http://example.com").unwrap(),
+            method: Method::Post,
+            headers: vec![],
+            body: String::new(),
+        });
+        spec.max_attempts = max_attempts;
+        spec.retry_on_status = retry_on_status;
+        spec.backoff = Backoff {
+            initial_ms: 1000,
+            max_ms: 10_000,
+            multiplier: 2.0,
+            jitter: false,
         };
-        NewJob::parse(req, &courier_core::Settings::defaults().jobs, Utc::now())
-            .unwrap()
-            .spec
+        spec
     }
 
     fn answered(status: u16, retry_after: Option<u64>) -> CallResult {

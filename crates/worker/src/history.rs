@@ -14,7 +14,7 @@ use std::{
 use courier_core::{
     JobId, QueueName,
     queue::RedisQueue,
-    repo::{self, AttemptEnd, ExecutionRecord, JobUpdate, Started},
+    repo::{self, AttemptEnd, ExecutionRecord, HistoryBatch, JobUpdate, Started},
 };
 use sqlx::PgPool;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -23,7 +23,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 #[derive(Debug)]
 pub enum Event {
     Started(Started),
-    /// How an attempt ended, kept in Redis's outbox under the given entry, which is
+    /// How an attempt ended, kept in Redis's journal under the given entry, which is
     /// dropped once PostgreSQL has it.
     Ended(QueueName, String, AttemptEnd),
     Record(ExecutionRecord),
@@ -110,7 +110,12 @@ async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>
                 )
             }
         };
-        let (mut started, mut records, mut updates) = (Vec::new(), Vec::new(), Vec::new());
+        let mut batch_out = HistoryBatch::default();
+        let HistoryBatch {
+            started,
+            records,
+            updates,
+        } = &mut batch_out;
         let mut acks: HashMap<QueueName, Vec<String>> = HashMap::new();
         let now = Instant::now();
         for event in events.drain(..) {
@@ -127,11 +132,12 @@ async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>
         }
         // A start whose attempt (or a later one) has already ended needs no write of its own.
         if !updates.is_empty() {
-            let ended: HashMap<JobId, i64> = updates.iter().fold(HashMap::new(), |mut m, u| {
-                let t = m.entry(u.id).or_insert(u.token);
-                *t = (*t).max(u.token);
-                m
-            });
+            let ended: HashMap<JobId, courier_core::queue::Token> =
+                updates.iter().fold(HashMap::new(), |mut m, u| {
+                    let t = m.entry(u.id).or_insert(u.token);
+                    *t = (*t).max(u.token);
+                    m
+                });
             held.retain(|(_, s)| ended.get(&s.id).is_none_or(|t| *t < s.token));
         }
         while let Some((at, _)) = held.front() {
@@ -140,10 +146,12 @@ async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>
             }
             started.push(held.pop_front().expect("front exists").1);
         }
-        if !(started.is_empty() && records.is_empty() && updates.is_empty()) {
+        if !batch_out.is_empty() {
+            // Only errors worth retrying come back: what PostgreSQL refuses for good is
+            // set aside (history_rejects) so it never holds back what follows.
             let mut wait = Duration::from_millis(50);
-            while let Err(e) = repo::record_history(&db, &started, &records, &updates).await {
-                tracing::warn!(error = %e, pending = started.len() + records.len() + updates.len(),
+            while let Err(e) = repo::write_history(&db, &batch_out).await {
+                tracing::warn!(error = %e, pending = batch_out.len(),
                     "writing history failed; holding it and retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
@@ -154,9 +162,9 @@ async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>
             let queue = queue.clone();
             ack_tasks.spawn(async move {
                 for (name, entries) in acks {
-                    if let Err(e) = queue.ack(&name, &entries).await {
-                        // Harmless: the maintenance sweep finds the entries and replays them.
-                        tracing::warn!(error = %e, "dropping outbox entries failed");
+                    if let Err(e) = queue.journal_ack(&name, &entries).await {
+                        // Harmless: the recovery loop finds the entries and replays them.
+                        tracing::warn!(error = %e, "dropping journal entries failed");
                     }
                 }
             });

@@ -7,14 +7,14 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use courier_core::{
     JobId, JobState, QueueName,
-    queue::{Token, outbox_entry},
+    queue::{Token, journal_entry},
     repo::{AttemptEnd, ExecutionRecord, JobUpdate, Outcome},
 };
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    execute::{Context, send_through_outbox},
+    execute::{Context, send_through_journal},
     inflight::AbortReason,
 };
 
@@ -39,8 +39,8 @@ pub async fn heartbeat(ctx: Arc<Context>, stop: CancellationToken) {
         for (queue, leases) in ctx.inflight.leases() {
             match ctx.queue.heartbeat(&queue, ctx.lease, &leases).await {
                 Ok(lost) => {
-                    for id in lost {
-                        if let Some(entry) = ctx.inflight.get(id) {
+                    for (id, token) in lost {
+                        if let Some(entry) = ctx.inflight.get(id, token) {
                             entry.abort(AbortReason::LeaseLost);
                         }
                     }
@@ -95,8 +95,8 @@ async fn reap_once(ctx: &Context, queue: &QueueName) -> bool {
             "lease expired; the job was taken back");
         ends.push(lost_attempt(ctx, job.id, job.token, job.attempts, job.dead));
     }
-    // Through the outbox: the reaping worker may be killed too before its history lands.
-    send_through_outbox(ctx, queue, ends).await;
+    // Through the journal: the reaping worker may be killed too before its history lands.
+    send_through_journal(ctx, queue, ends).await;
     full
 }
 
@@ -113,7 +113,7 @@ fn lost_attempt(
         record: ExecutionRecord {
             job_id: id,
             attempt: attempts.max(1) as i32,
-            token: token.0,
+            token,
             worker: ctx.worker.clone(),
             outcome: Outcome::LeaseExpired,
             stale: false,
@@ -126,7 +126,7 @@ fn lost_attempt(
         },
         update: Some(JobUpdate {
             id,
-            token: token.0,
+            token,
             attempts: attempts as i32,
             state: if dead {
                 JobState::Dead
@@ -137,7 +137,7 @@ fn lost_attempt(
             last: Some((None, Some("lease expired".into()), 0)),
         }),
     };
-    (outbox_entry(id, token, Some("reaped")), end)
+    (journal_entry(id, token, Some("reaped")), end)
 }
 
 /// Aborts running calls announced on the cancel channel, reconnecting with capped
@@ -155,8 +155,8 @@ pub async fn cancel_listener(ctx: Arc<Context>, stop: CancellationToken) {
                         message = messages.next() => match message {
                             Some(message) => {
                                 let Ok(raw) = message.get_payload::<String>() else { continue };
-                                if let Some(entry) = JobId::parse(&raw).ok().and_then(|id| ctx.inflight.get(id)) {
-                                    entry.abort(AbortReason::Cancelled);
+                                if let Ok(id) = JobId::parse(&raw) {
+                                    ctx.inflight.abort_job(id, AbortReason::Cancelled);
                                 }
                             }
                             None => break,

@@ -1,7 +1,6 @@
 //! Courier's worker: leases due jobs from Redis, makes their HTTP calls, retries with
 //! backoff, and records every attempt in PostgreSQL through a batched history writer.
 
-pub mod client;
 pub mod completer;
 pub mod execute;
 pub mod history;

@@ -118,8 +118,11 @@ impl Worker {
             queue: ctx.queue.clone(),
             settings: Arc::new(settings.clone()),
         };
-        side.spawn(maintenance.clone().run_dispatcher(stop_side.clone()));
-        side.spawn(maintenance.run_reconciler(stop_side.clone()));
+        for task in maintenance.spawn(&stop_side, false) {
+            side.spawn(async move {
+                let _ = task.await;
+            });
+        }
         let reaper_queues = queues.clone();
         side.spawn(leases::reaper(
             ctx.clone(),

@@ -10,7 +10,7 @@ use axum::{
 use chrono::Utc;
 use courier_core::{
     JobId, JobState, QueueName,
-    domain::{FieldError, JobRequest, NewJob},
+    domain::FieldError,
     queue::Dispatch,
     repo::{self, Idempotency, JobFilter, JobRow},
 };
@@ -20,8 +20,9 @@ use crate::{
     error::{ApiError, Problem},
     extract::{ApiJson, JobIdPath},
     intake::Admission,
+    requests::{BatchRequest, JobRequest},
     state::AppState,
-    views::{BatchAccepted, BatchRequest, ExecutionList, JobPage, JobView},
+    views::{BatchAccepted, ExecutionList, JobPage, JobView},
 };
 
 pub(super) fn router() -> Router<AppState> {
@@ -55,7 +56,9 @@ pub async fn create_job(
     body: ApiJson<JobRequest>,
 ) -> Result<Response, ApiError> {
     let now = Utc::now();
-    let mut job = NewJob::parse_submitted(body.value, &state.settings.jobs, &state.outbound, now)
+    let mut job = body
+        .value
+        .parse_submitted(&state.settings.jobs, &state.outbound, now)
         .map_err(ApiError::Validation)?;
     caller.check_queue(job.queue.as_str())?;
     job.seal_secrets(&state.secrets);
@@ -76,7 +79,7 @@ pub async fn create_job(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(JobView::new(&row, now)),
+        Json(JobView::new(&row)),
     )
         .into_response())
 }
@@ -101,7 +104,7 @@ async fn replay(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} was deleted")))?;
     // The key was already used, so it names a queue this caller may use.
-    Ok((StatusCode::OK, Json(JobView::new(&row, Utc::now()))).into_response())
+    Ok((StatusCode::OK, Json(JobView::new(&row))).into_response())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -148,7 +151,7 @@ pub async fn create_batch(
     let mut jobs = Vec::with_capacity(requests.len());
     let mut errors = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {
-        match NewJob::parse_submitted(request, &state.settings.jobs, &state.outbound, now) {
+        match request.parse_submitted(&state.settings.jobs, &state.outbound, now) {
             Ok(job) => jobs.push(job),
             Err(field_errors) => errors.extend(field_errors.into_iter().map(|e| {
                 let field = if e.field.is_empty() {
@@ -167,7 +170,7 @@ pub async fn create_batch(
         caller.check_queue(job.queue.as_str())?;
         job.seal_secrets(&state.secrets);
     }
-    let specs: Vec<String> = jobs.iter().map(repo::spec_json).collect();
+    let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_json()).collect();
     let outbox = repo::OutboxId::new();
     repo::insert_jobs(&state.db, &jobs, &specs, &[], outbox, now).await?;
     let ids = jobs.iter().map(|j| j.id.as_uuid()).collect();
@@ -176,7 +179,7 @@ pub async fn create_batch(
         .zip(specs)
         .map(|(j, spec)| Dispatch::with_payload(j.id, j.queue, spec, &j.spec, j.run_at, 0))
         .collect();
-    if state.maintenance().enqueue_now(&dispatches).await {
+    if state.dispatcher().enqueue_now(&dispatches).await {
         state.intake.dispatched(outbox);
     }
     Ok((StatusCode::CREATED, Json(BatchAccepted { ids })).into_response())
@@ -197,7 +200,7 @@ pub async fn get_job(
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<JobView>, ApiError> {
     let row = find(&state, &caller, id).await?;
-    Ok(Json(JobView::new(&row, Utc::now())))
+    Ok(Json(JobView::new(&row)))
 }
 
 /// The job, if it exists and the caller may use its queue (otherwise it does not exist
@@ -205,7 +208,7 @@ pub async fn get_job(
 async fn find(state: &AppState, caller: &Caller, id: JobId) -> Result<JobRow, ApiError> {
     repo::get_job(&state.db, id)
         .await?
-        .filter(|row| caller.may_use(&row.queue))
+        .filter(|row| caller.may_use(row.queue.as_str()))
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
 }
 
@@ -269,9 +272,8 @@ pub async fn list_jobs(
     let next_cursor = (rows.len() as i64 == filter.limit)
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
-    let now = Utc::now();
     Ok(Json(JobPage {
-        jobs: rows.iter().map(|r| JobView::new(r, now)).collect(),
+        jobs: rows.iter().map(JobView::new).collect(),
         next_cursor,
     }))
 }
@@ -341,7 +343,7 @@ pub async fn cancel_job(
     let mut tx = state.db.begin().await?;
     let row = repo::lock_job(&mut *tx, id)
         .await?
-        .filter(|row| caller.may_use(&row.queue))
+        .filter(|row| caller.may_use(row.queue.as_str()))
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     if row.state.is_terminal() {
         return Err(ApiError::Conflict(format!(
@@ -352,14 +354,9 @@ pub async fn cancel_job(
     repo::cancel_job(&mut *tx, id).await?;
     // Redis first, while the row is locked: if Redis cannot be told, the cancel is
     // rolled back rather than leaving a job that PostgreSQL calls cancelled but runs.
-    if let Some(queue) = row.to_dispatch().map(|d| d.queue) {
-        state.queue.cancel(&queue, id).await?;
-    }
+    state.queue.cancel(&row.queue, id).await?;
     tx.commit().await?;
-    Ok(Json(JobView::new(
-        &find(&state, &caller, id).await?,
-        Utc::now(),
-    )))
+    Ok(Json(JobView::new(&find(&state, &caller, id).await?)))
 }
 
 /// Run a dead or cancelled job again, its attempts reset.
@@ -380,7 +377,7 @@ pub async fn retry_job(
     let mut tx = state.db.begin().await?;
     let row = repo::lock_job(&mut *tx, id)
         .await?
-        .filter(|row| caller.may_use(&row.queue))
+        .filter(|row| caller.may_use(row.queue.as_str()))
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     if !matches!(row.state, JobState::Dead | JobState::Cancelled) {
         return Err(ApiError::Conflict(format!(
@@ -391,9 +388,6 @@ pub async fn retry_job(
     repo::reset_for_retry(&mut *tx, id).await?;
     tx.commit().await?;
     let row = find(&state, &caller, id).await?;
-    state
-        .maintenance()
-        .dispatch_now(&row.to_dispatch().into_iter().collect::<Vec<_>>())
-        .await;
-    Ok(Json(JobView::new(&row, Utc::now())))
+    state.dispatcher().dispatch_now(&[row.to_dispatch()]).await;
+    Ok(Json(JobView::new(&row)))
 }

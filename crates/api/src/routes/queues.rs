@@ -33,7 +33,7 @@ pub async fn list_queues(
     Ok(Json(QueueList {
         queues: depths
             .into_iter()
-            .filter(|d| caller.may_use(&d.queue))
+            .filter(|d| caller.may_use(d.queue.as_str()))
             .map(|d| QueueView::new(d, now))
             .collect(),
     }))
@@ -60,9 +60,6 @@ pub async fn get_queue(
         .await?
         .into_iter()
         .next()
-        .unwrap_or_else(|| repo::QueueDepth {
-            queue: queue.to_string(),
-            ..Default::default()
-        });
+        .unwrap_or_else(|| repo::QueueDepth::empty(queue));
     Ok(Json(QueueView::new(depth, Utc::now())))
 }

@@ -1,17 +1,24 @@
 //! The job domain: newtypes that can only hold valid values, parsed from the wire form
 //! once at the edge so nothing downstream re-checks them.
+//!
+//! - [`ids`]: a job's id and its queue's name;
+//! - [`spec`]: what a job asks for, as stored and carried to workers;
+//! - [`parse`]: the rules that turn a submitted job's fields into those values;
+//! - [`target`], [`backoff`], [`state`], [`redact`]: the call, the waits between
+//!   attempts, the life cycle, and which header values are secrets.
 
 mod backoff;
-mod job;
+mod ids;
+pub mod parse;
 mod redact;
+mod spec;
 mod state;
 mod target;
 
 pub use backoff::Backoff;
-pub use job::{
-    BackoffRequest, FieldError, JobId, JobRequest, JobSpec, Labels, NewJob, Priority, QueueName,
-    TargetRequest,
-};
+pub use ids::{JobId, QueueName, Token};
+pub use parse::{FieldError, Problems};
 pub use redact::{REDACTED, is_secret_header};
+pub use spec::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_MS, JobSpec, Labels, NewJob, Priority};
 pub use state::JobState;
 pub use target::{Method, Target, TargetUrl};

@@ -29,9 +29,9 @@ pub struct QueueKeys {
     /// Wake-up tokens that idle workers block on.
     pub signal: String,
     /// "id:token" -> record of an ended attempt, until PostgreSQL has it.
-    pub outbox: String,
-    /// Outbox entries by the time they were written.
-    pub outbox_at: String,
+    pub journal: String,
+    /// Journal entries by the time they were written.
+    pub journal_at: String,
 }
 
 impl Keys {
@@ -56,8 +56,8 @@ impl Keys {
             leases: format!("{base}:leases"),
             seq: format!("{base}:seq"),
             signal: format!("{base}:signal"),
-            outbox: format!("{base}:outbox"),
-            outbox_at: format!("{base}:outbox-at"),
+            journal: format!("{base}:journal"),
+            journal_at: format!("{base}:journal-at"),
         }
     }
 

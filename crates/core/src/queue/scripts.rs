@@ -1,9 +1,13 @@
-//! The Lua scripts, loaded once. `redis::Script` sends `EVALSHA` and falls back to
-//! `EVAL` when Redis does not have the script (after a restart or a `SCRIPT FLUSH`).
+//! The Lua scripts, loaded once. Each is `lua/prelude.lua` (the score encoding and the
+//! helpers every script shares), after the constants Rust owns, then the script itself.
+//! `redis::Script` sends `EVALSHA` and falls back to `EVAL` when Redis does not have
+//! the script (after a restart or a `SCRIPT FLUSH`).
 
 use std::sync::LazyLock;
 
 use redis::Script;
+
+use crate::domain::DEFAULT_MAX_ATTEMPTS;
 
 pub(crate) struct Scripts {
     pub enqueue: Script,
@@ -14,19 +18,30 @@ pub(crate) struct Scripts {
     pub requeue: Script,
     pub cancel: Script,
     pub present: Script,
-    pub ack: Script,
-    pub outbox_put: Script,
+    pub journal_put: Script,
+    pub journal_ack: Script,
+    pub lock_extend: Script,
+    pub lock_release: Script,
+}
+
+fn load(body: &str) -> Script {
+    Script::new(&format!(
+        "local DEFAULT_MAX_ATTEMPTS = {DEFAULT_MAX_ATTEMPTS}\n{}\n{body}",
+        include_str!("../../lua/prelude.lua")
+    ))
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: Script::new(include_str!("../../lua/enqueue.lua")),
-    fetch: Script::new(include_str!("../../lua/fetch.lua")),
-    complete: Script::new(include_str!("../../lua/complete.lua")),
-    heartbeat: Script::new(include_str!("../../lua/heartbeat.lua")),
-    reap: Script::new(include_str!("../../lua/reap.lua")),
-    requeue: Script::new(include_str!("../../lua/requeue.lua")),
-    cancel: Script::new(include_str!("../../lua/cancel.lua")),
-    present: Script::new(include_str!("../../lua/present.lua")),
-    ack: Script::new(include_str!("../../lua/ack.lua")),
-    outbox_put: Script::new(include_str!("../../lua/outbox_put.lua")),
+    enqueue: load(include_str!("../../lua/enqueue.lua")),
+    fetch: load(include_str!("../../lua/fetch.lua")),
+    complete: load(include_str!("../../lua/complete.lua")),
+    heartbeat: load(include_str!("../../lua/heartbeat.lua")),
+    reap: load(include_str!("../../lua/reap.lua")),
+    requeue: load(include_str!("../../lua/requeue.lua")),
+    cancel: load(include_str!("../../lua/cancel.lua")),
+    present: load(include_str!("../../lua/present.lua")),
+    journal_put: load(include_str!("../../lua/journal_put.lua")),
+    journal_ack: load(include_str!("../../lua/journal_ack.lua")),
+    lock_extend: load(include_str!("../../lua/lock_extend.lua")),
+    lock_release: load(include_str!("../../lua/lock_release.lua")),
 });

@@ -1,13 +1,11 @@
-//! The `job_executions` table, and the batched history writes of workers: attempt
-//! starts, execution records and job state changes, many jobs per statement.
+//! The `job_executions` table: every attempt of a job, as read back.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::RepoError;
-use crate::domain::{JobId, JobState};
+use crate::domain::JobId;
 
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,59 +35,10 @@ impl Outcome {
     }
 }
 
-/// A worker took a job's lease and is starting attempt `attempt`.
-#[derive(Debug, Clone)]
-pub struct Started {
-    pub id: JobId,
-    pub token: i64,
-    pub attempt: i32,
-}
-
-/// One attempt, as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecutionRecord {
-    pub job_id: JobId,
-    pub attempt: i32,
-    pub token: i64,
-    pub worker: String,
-    pub outcome: Outcome,
-    /// The attempt had lost its lease; its result changed nothing.
-    pub stale: bool,
-    pub status_code: Option<i16>,
-    pub error: Option<String>,
-    pub duration_ms: i32,
-    pub response_excerpt: Option<String>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-}
-
-/// A job's new state after an attempt (or after its lease was taken back).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobUpdate {
-    pub id: JobId,
-    /// The attempt this update comes from; an older token never overwrites a newer one.
-    pub token: i64,
-    pub attempts: i32,
-    pub state: JobState,
-    /// The next attempt's time, for `scheduled` and `queued`.
-    pub run_at: Option<DateTime<Utc>>,
-    /// The attempt's outcome for the job's `last_*` fields; `None` leaves them (a job
-    /// handed back at shutdown).
-    pub last: Option<(Option<i16>, Option<String>, i32)>,
-}
-
-/// How an attempt ended: its record and, when it held its lease to the end, the job's new
-/// state; written together, and kept in Redis's outbox until PostgreSQL has them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AttemptEnd {
-    pub record: ExecutionRecord,
-    /// `None` for a record that changes nothing (a stale result).
-    pub update: Option<JobUpdate>,
-}
-
 /// An execution as read back.
 #[derive(Debug, Clone)]
 pub struct ExecutionRow {
+    pub round: i32,
     pub attempt: i32,
     pub worker: String,
     pub outcome: String,
@@ -102,168 +51,21 @@ pub struct ExecutionRow {
     pub finished_at: DateTime<Utc>,
 }
 
-/// Every attempt of a job, by attempt number. (A reaped attempt's record is written when
-/// its lease is taken back, which can be after the next attempt started.)
+/// Every attempt of a job, by round (a retry of a dead or cancelled job starts a new
+/// one) and attempt number. (A reaped attempt's record is written when its lease is
+/// taken back, which can be after the next attempt started.)
 ///
 /// # Errors
 /// PostgreSQL unreachable.
 pub async fn list_executions(db: &PgPool, id: JobId) -> Result<Vec<ExecutionRow>, RepoError> {
     let rows = sqlx::query_as!(
         ExecutionRow,
-        "SELECT attempt, worker, outcome, stale, status_code, error, duration_ms, response_excerpt,
+        "SELECT round, attempt, worker, outcome, stale, status_code, error, duration_ms, response_excerpt,
                 started_at, finished_at
-         FROM job_executions WHERE job_id = $1 ORDER BY attempt, started_at, id",
+         FROM job_executions WHERE job_id = $1 ORDER BY round, attempt, started_at, id",
         id as JobId
     )
     .fetch_all(db)
     .await?;
     Ok(rows)
-}
-
-/// Writes one batch of worker history: starts first, then records and state changes, so
-/// a job that started and finished within the batch ends in its final state. Without
-/// starts (the usual case under load: the writer holds starts back briefly and drops
-/// those whose end arrived) it is one statement and one round trip. Replaying a batch
-/// is harmless.
-///
-/// # Errors
-/// PostgreSQL unreachable; nothing of the batch is written then.
-pub async fn record_history(
-    db: &PgPool,
-    started: &[Started],
-    records: &[ExecutionRecord],
-    updates: &[JobUpdate],
-) -> Result<(), RepoError> {
-    let mut updates = newest_per_job(updates, |u| (u.id, u.token));
-    // One lock order for every writer, so two workers' batches never deadlock.
-    updates.sort_by_key(|u| u.id);
-    if started.is_empty() {
-        return write_ends(db, records, &updates).await;
-    }
-    let mut tx = db.begin().await?;
-    let mut started = newest_per_job(started, |s| (s.id, s.token));
-    started.sort_by_key(|s| s.id);
-    let ids: Vec<Uuid> = started.iter().map(|s| s.id.as_uuid()).collect();
-    let tokens: Vec<i64> = started.iter().map(|s| s.token).collect();
-    let attempts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
-    sqlx::query!(
-        "UPDATE jobs SET state = 'running', attempts = LEAST(u.attempt, jobs.max_attempts), token = u.token,
-                updated_at = now()
-         FROM UNNEST($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, attempt)
-         WHERE jobs.id = u.id AND jobs.token < u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
-        &ids,
-        &tokens,
-        &attempts
-    )
-    .execute(&mut *tx)
-    .await?;
-    write_ends(&mut *tx, records, &updates).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Inserts execution records and applies job changes, in one statement.
-async fn write_ends(
-    db: impl sqlx::PgExecutor<'_>,
-    records: &[ExecutionRecord],
-    updates: &[&JobUpdate],
-) -> Result<(), RepoError> {
-    let col = |f: fn(&ExecutionRecord) -> i32| records.iter().map(f).collect::<Vec<i32>>();
-    let job_ids: Vec<Uuid> = records.iter().map(|r| r.job_id.as_uuid()).collect();
-    let tokens: Vec<i64> = records.iter().map(|r| r.token).collect();
-    let workers: Vec<&str> = records.iter().map(|r| r.worker.as_str()).collect();
-    let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
-    let stale: Vec<bool> = records.iter().map(|r| r.stale).collect();
-    let codes: Vec<Option<i16>> = records.iter().map(|r| r.status_code).collect();
-    let errors: Vec<Option<&str>> = records.iter().map(|r| r.error.as_deref()).collect();
-    let excerpts: Vec<Option<&str>> = records
-        .iter()
-        .map(|r| r.response_excerpt.as_deref())
-        .collect();
-    let started: Vec<DateTime<Utc>> = records.iter().map(|r| r.started_at).collect();
-    let finished: Vec<DateTime<Utc>> = records.iter().map(|r| r.finished_at).collect();
-
-    let ids: Vec<Uuid> = updates.iter().map(|u| u.id.as_uuid()).collect();
-    let update_tokens: Vec<i64> = updates.iter().map(|u| u.token).collect();
-    let attempts: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
-    let states: Vec<&str> = updates.iter().map(|u| u.state.as_str()).collect();
-    let run_at: Vec<Option<DateTime<Utc>>> = updates.iter().map(|u| u.run_at).collect();
-    let has_last: Vec<bool> = updates.iter().map(|u| u.last.is_some()).collect();
-    let last_codes: Vec<Option<i16>> = updates
-        .iter()
-        .map(|u| u.last.as_ref().and_then(|l| l.0))
-        .collect();
-    let last_errors: Vec<Option<&str>> = updates
-        .iter()
-        .map(|u| u.last.as_ref().and_then(|l| l.1.as_deref()))
-        .collect();
-    let durations: Vec<Option<i32>> = updates
-        .iter()
-        .map(|u| u.last.as_ref().map(|l| l.2))
-        .collect();
-    sqlx::query!(
-        "WITH records AS (
-             INSERT INTO job_executions (job_id, attempt, token, worker, outcome, stale, status_code, error,
-                                         duration_ms, response_excerpt, started_at, finished_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::int2[],
-                                  $8::text[], $9::int4[], $10::text[], $11::timestamptz[], $12::timestamptz[])
-             ON CONFLICT (job_id, token, stale) DO NOTHING
-         )
-         UPDATE jobs SET
-             state = u.state::job_state,
-             attempts = LEAST(u.attempts, jobs.max_attempts),
-             token = u.token,
-             run_at = COALESCE(u.run_at, jobs.run_at),
-             last_status_code = CASE WHEN u.has_last THEN u.code ELSE jobs.last_status_code END,
-             last_error = CASE WHEN u.has_last THEN u.error ELSE jobs.last_error END,
-             last_duration_ms = CASE WHEN u.has_last THEN u.duration ELSE jobs.last_duration_ms END,
-             finished_at = CASE WHEN u.state IN ('succeeded', 'dead', 'cancelled') THEN now() END,
-             updated_at = now()
-         FROM UNNEST($13::uuid[], $14::int8[], $15::int4[], $16::text[], $17::timestamptz[], $18::bool[],
-                     $19::int2[], $20::text[], $21::int4[])
-              AS u(id, token, attempts, state, run_at, has_last, code, error, duration)
-         WHERE jobs.id = u.id AND jobs.token <= u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
-        &job_ids,
-        &col(|r| r.attempt),
-        &tokens,
-        &workers as &[&str],
-        &outcomes as &[&str],
-        &stale,
-        &codes as &[Option<i16>],
-        &errors as &[Option<&str>],
-        &col(|r| r.duration_ms),
-        &excerpts as &[Option<&str>],
-        &started,
-        &finished,
-        &ids,
-        &update_tokens,
-        &attempts,
-        &states as &[&str],
-        &run_at as &[Option<DateTime<Utc>>],
-        &has_last,
-        &last_codes as &[Option<i16>],
-        &last_errors as &[Option<&str>],
-        &durations as &[Option<i32>]
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Keeps, per job, only the item with the largest token: one `UPDATE .. FROM` may change
-/// a row only once, and the newest attempt is the one that counts.
-fn newest_per_job<T>(items: &[T], key: impl Fn(&T) -> (JobId, i64)) -> Vec<&T> {
-    let mut newest: std::collections::HashMap<JobId, &T> = std::collections::HashMap::new();
-    for item in items {
-        let (id, token) = key(item);
-        newest
-            .entry(id)
-            .and_modify(|kept| {
-                if key(kept).1 <= token {
-                    *kept = item;
-                }
-            })
-            .or_insert(item);
-    }
-    newest.into_values().collect()
 }

@@ -1,15 +1,32 @@
-//! The PostgreSQL repository, one module per table. Functions take any `PgExecutor`, so a
-//! caller can run them inside its own transaction.
+//! The PostgreSQL repository, one module per concept. Functions take any `PgExecutor`,
+//! so a caller can run them inside its own transaction.
+//!
+//! - [`rows`]: the job row, its one column list and effective state, and reads;
+//! - [`jobs`]: the API's writes (insert, cancel, retry);
+//! - [`dispatch_outbox`]: committed jobs that may not have reached Redis yet;
+//! - [`history`] and [`executions`]: workers' batched writes, and attempts read back;
+//! - [`queue_counts`]: depth per queue;
+//! - [`upkeep`]: the queries of reconciliation, recovery and retention;
+//! - [`keys`]: API keys.
 
+mod dispatch_outbox;
 mod executions;
+mod history;
 mod jobs;
 pub mod keys;
+mod queue_counts;
+mod rows;
+mod upkeep;
 
-pub use executions::{
-    AttemptEnd, ExecutionRecord, ExecutionRow, JobUpdate, Outcome, Started, list_executions,
-    record_history,
+pub use dispatch_outbox::*;
+pub use executions::{ExecutionRow, Outcome, list_executions};
+pub use history::{
+    AttemptEnd, ExecutionRecord, HistoryBatch, JobUpdate, Started, record_history, write_history,
 };
 pub use jobs::*;
+pub use queue_counts::*;
+pub use rows::*;
+pub use upkeep::*;
 
 /// A failure of the repository.
 #[derive(Debug, thiserror::Error)]
@@ -29,5 +46,15 @@ impl RepoError {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::Tls(_)
         ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+    }
+
+    /// Whether trying the same statement again may succeed. PostgreSQL's refusals of the
+    /// data itself (SQLSTATE classes 22, data exceptions, and 23, integrity violations
+    /// such as a `CHECK`) never will; anything else (unreachable, a deadlock, a missing
+    /// migration) might once it is fixed.
+    pub fn is_transient(&self) -> bool {
+        let Self::Database(e) = self;
+        !matches!(e, sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
     }
 }

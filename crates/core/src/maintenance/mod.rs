@@ -1,0 +1,113 @@
+//! Background work that keeps PostgreSQL (the system of record) and Redis (dispatch) in
+//! step. The API and every worker run it, so it goes on while any Courier process is up:
+//!
+//! - [`dispatch`]: sends jobs whose dispatch failed (Redis down, a process killed
+//!   between commit and dispatch); the API's intake dispatches through it too;
+//! - [`reconcile`]: notices that Redis lost data (a wipe removes the marker key, a
+//!   restart changes Redis's `run_id`; AOF `everysec` can lose the last second) and then,
+//!   once, re-dispatches every live job Redis no longer has and drops jobs Redis still
+//!   holds that PostgreSQL has finished;
+//! - [`recovery`]: replays journal entries whose worker died before recording them, and
+//!   runs again jobs whose result never reached PostgreSQL;
+//! - [`retention`]: deletes finished jobs past their time (API only).
+
+pub mod dispatch;
+pub mod reconcile;
+pub mod recovery;
+pub mod retention;
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use dispatch::Dispatcher;
+pub use reconcile::{Reconciled, Reconciler};
+pub use recovery::Recovery;
+pub use retention::Retention;
+
+use crate::{
+    Settings,
+    queue::{QueueError, RedisQueue},
+    repo::RepoError,
+};
+
+/// Most rows or entries handled in one pass.
+const BATCH: i64 = 500;
+
+/// A failure of one maintenance pass.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The connections every maintenance loop works over.
+#[derive(Clone)]
+pub struct Maintenance {
+    pub db: PgPool,
+    pub queue: RedisQueue,
+    pub settings: Arc<Settings>,
+}
+
+impl Maintenance {
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(self.db.clone(), self.queue.clone())
+    }
+
+    pub fn recovery(&self) -> Recovery {
+        Recovery::new(
+            self.db.clone(),
+            self.queue.clone(),
+            self.settings.worker.lease(),
+        )
+    }
+
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler::new(self.db.clone(), self.queue.clone(), self.recovery())
+    }
+
+    pub fn retention(&self) -> Retention {
+        Retention::new(self.db.clone(), self.settings.retention.clone())
+    }
+
+    /// Starts the dispatcher, reconciler and recovery loops (and retention when
+    /// `retention`); they run until `stop`.
+    pub fn spawn(&self, stop: &CancellationToken, retention: bool) -> Vec<JoinHandle<()>> {
+        let every = Duration::from_millis(self.settings.server.dispatch_interval_ms);
+        let mut tasks = vec![
+            tokio::spawn(self.dispatcher().run(every, stop.clone())),
+            tokio::spawn(self.reconciler().run(stop.clone())),
+            tokio::spawn(self.recovery().run(stop.clone())),
+        ];
+        if retention {
+            tasks.push(tokio::spawn(self.retention().run(stop.clone())));
+        }
+        tasks
+    }
+}
+
+/// Runs `pass` every `interval` until `stop`; a pass that returns `true` (more to do)
+/// runs again at once. Failures are logged and retried on the next tick.
+async fn repeat<F, Fut>(stop: &CancellationToken, interval: Duration, mut pass: F, what: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, MaintenanceError>>,
+{
+    loop {
+        match pass().await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Recovering what a dead worker left half done: attempt records still in the journal
+//! (the worker died before writing its history), and jobs `running` in PostgreSQL
+//! whose result never arrived at all. Also the rule both this and reconciliation use to
+//! decide that a job Redis lacks was really lost.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::{BATCH, MaintenanceError};
+use crate::{
+    QueueName,
+    queue::{Dispatch, RedisQueue},
+    repo::{self, AttemptEnd, HistoryBatch, JobRow},
+};
+
+/// How often the journal and running jobs are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// A journal entry older than this was orphaned: a live worker acknowledges its entries
+/// as soon as its history batch commits.
+const JOURNAL_AGE: Duration = Duration::from_secs(10);
+/// The margin past a job's timeout plus the lease before its result counts as lost.
+const STUCK_MARGIN: Duration = Duration::from_secs(5);
+/// Far longer than a worker's history batch takes to land in PostgreSQL.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Replays orphaned journal entries and runs again jobs whose result was lost.
+#[derive(Clone)]
+pub struct Recovery {
+    db: PgPool,
+    queue: RedisQueue,
+    lease: Duration,
+}
+
+impl Recovery {
+    pub fn new(db: PgPool, queue: RedisQueue, lease: Duration) -> Self {
+        Self { db, queue, lease }
+    }
+
+    /// Writes to PostgreSQL every journal entry older than `age` that no worker
+    /// acknowledged (their worker died before its history batch landed), then drops
+    /// them. Replaying an entry a live worker also writes is harmless. Returns how many.
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn flush_journal(&self, age: Duration) -> Result<usize, MaintenanceError> {
+        let mut flushed = 0;
+        for queue in self.queue.known_queues().await? {
+            loop {
+                let entries = self
+                    .queue
+                    .journal_older_than(&queue, age, BATCH as usize)
+                    .await?;
+                let mut batch = HistoryBatch::default();
+                for (entry, record) in &entries {
+                    match serde_json::from_str::<AttemptEnd>(record) {
+                        Ok(end) => {
+                            batch.records.push(end.record);
+                            batch.updates.extend(end.update);
+                        }
+                        Err(e) => {
+                            tracing::error!(entry, error = %e, "unreadable journal entry; dropped")
+                        }
+                    }
+                }
+                repo::write_history(&self.db, &batch).await?;
+                let keys: Vec<String> = entries.into_iter().map(|(entry, _)| entry).collect();
+                self.queue.journal_ack(&queue, &keys).await?;
+                flushed += keys.len();
+                if keys.len() < BATCH as usize {
+                    break;
+                }
+            }
+        }
+        if flushed > 0 {
+            tracing::warn!(
+                records = flushed,
+                "recorded attempts whose worker died before recording them"
+            );
+        }
+        Ok(flushed)
+    }
+
+    /// Finds jobs `running` in PostgreSQL past their timeout plus the lease whose result
+    /// never arrived, and dispatches them again. Returns how many.
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn recover_stuck(&self) -> Result<usize, MaintenanceError> {
+        let grace = (self.lease + STUCK_MARGIN).as_millis() as i64;
+        let stuck = repo::stuck_running(&self.db, grace, BATCH).await?;
+        let candidates = self.missing_from_redis(stuck).await?;
+        let n = self.redispatch_lost(candidates).await?;
+        if n > 0 {
+            tracing::warn!(
+                jobs = n,
+                "dispatched again jobs whose result was lost (their worker died before recording it)"
+            );
+        }
+        Ok(n)
+    }
+
+    /// Dispatches again the jobs among `candidates` (live in PostgreSQL, missing from
+    /// Redis) that were really lost. A job that just ended in Redis is still live in
+    /// PostgreSQL until its worker's history batch lands, so only jobs still live and
+    /// still missing after the settle time, and after every journal entry has been
+    /// written, count. (A job whose attempt start reached PostgreSQL meanwhile still
+    /// counts: an attempt whose lease Redis lost can only end stale.) Returns how many
+    /// were dispatched.
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn redispatch_lost(
+        &self,
+        candidates: Vec<JobRow>,
+    ) -> Result<usize, MaintenanceError> {
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        tokio::time::sleep(SETTLE).await;
+        // A result waiting in the journal is not lost: record it first.
+        self.flush_journal(Duration::ZERO).await?;
+        let ids: Vec<_> = candidates.iter().map(|r| r.id).collect();
+        let again = repo::get_jobs(&self.db, &ids)
+            .await?
+            .into_iter()
+            .filter(|r| !r.state.is_terminal())
+            .collect();
+        let lost: Vec<Dispatch> = self
+            .missing_from_redis(again)
+            .await?
+            .iter()
+            .map(|row| {
+                let mut job = row.to_dispatch();
+                // Losing a job is Courier's fault, not the target's: a job lost in its
+                // last attempt gets one more rather than dying of the loss.
+                job.attempts = job.attempts.min(row.spec.0.max_attempts.saturating_sub(1));
+                job
+            })
+            .collect();
+        Ok(self.queue.enqueue(&lost).await?)
+    }
+
+    /// The rows whose job Redis does not hold.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn missing_from_redis(
+        &self,
+        rows: Vec<JobRow>,
+    ) -> Result<Vec<JobRow>, MaintenanceError> {
+        let mut by_queue: BTreeMap<QueueName, Vec<JobRow>> = BTreeMap::new();
+        for row in rows {
+            by_queue.entry(row.queue.clone()).or_default().push(row);
+        }
+        let mut missing = Vec::new();
+        for (queue, rows) in by_queue {
+            let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
+            let present = self.queue.present(&queue, &ids).await?;
+            missing.extend(
+                rows.into_iter()
+                    .zip(present)
+                    .filter(|(_, here)| !here)
+                    .map(|(row, _)| row),
+            );
+        }
+        Ok(missing)
+    }
+
+    /// Runs both checks every few seconds until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(CHECK_EVERY) => {}
+            }
+            if let Err(e) = self.flush_journal(JOURNAL_AGE).await {
+                tracing::warn!(error = %e, "flushing the journal failed; retrying");
+            }
+            if let Err(e) = self.recover_stuck().await {
+                tracing::warn!(error = %e, "looking for jobs with lost results failed; retrying");
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! A job's way through Redis: enqueued (queued or scheduled), fetched under a lease,
+//! ended (gone, or back for a retry), reaped when its worker dies, handed back at
+//! shutdown, or cancelled.
+
+use std::{collections::BTreeMap, time::Duration, time::Instant};
+
+use chrono::DateTime;
+use redis::{AsyncCommands, aio::MultiplexedConnection};
+
+use super::{
+    QueueError, REGISTER_EVERY, RedisQueue, parse_count, parse_id, parse_token,
+    scripts::SCRIPTS,
+    types::{
+        Cancelled, Completion, Dispatch, Ending, Fetched, Leased, Reaped, Token, Unreadable, Wake,
+    },
+};
+use crate::domain::{JobId, QueueName};
+
+/// Wake-up tokens a new queue leaves for idle workers (the cap of `prelude.lua`'s `wake`).
+const WAKE_TOKENS: usize = 32;
+
+impl RedisQueue {
+    /// Puts jobs into their queues; jobs already present are left alone.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn enqueue<D: std::borrow::Borrow<Dispatch>>(
+        &self,
+        jobs: &[D],
+    ) -> Result<usize, QueueError> {
+        let mut by_queue: BTreeMap<&QueueName, Vec<&Dispatch>> = BTreeMap::new();
+        for job in jobs {
+            let job = job.borrow();
+            by_queue.entry(&job.queue).or_default().push(job);
+        }
+        let mut conn = self.conn();
+        let mut added = 0;
+        for (queue, jobs) in by_queue {
+            let k = self.keys.queue(queue);
+            let mut call = SCRIPTS.enqueue.prepare_invoke();
+            call.key(&k.queued)
+                .key(&k.scheduled)
+                .key(&k.jobs)
+                .key(&k.attempts)
+                .key(&k.seq)
+                .key(&k.signal);
+            for job in jobs {
+                call.arg(job.id.to_string())
+                    .arg(job.priority)
+                    .arg(job.due.timestamp_millis())
+                    .arg(job.attempts)
+                    .arg(&job.payload);
+            }
+            let n: usize = call.invoke_async(&mut conn).await?;
+            added += n;
+            self.register(queue).await?;
+        }
+        Ok(added)
+    }
+
+    /// Adds `queue` to the queue set (at most every [`REGISTER_EVERY`] per process); a
+    /// queue new to the set wakes idle workers so they start serving it at once.
+    async fn register(&self, queue: &QueueName) -> Result<(), QueueError> {
+        let fresh = |at: &Instant| at.elapsed() < REGISTER_EVERY;
+        if self
+            .registered
+            .lock()
+            .expect("lock poisoned")
+            .get(queue)
+            .is_some_and(fresh)
+        {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let new: i64 = conn.sadd(self.keys.queues(), queue.as_str()).await?;
+        if new == 1 {
+            // One token per idle worker (up to 32), or only the first would hear of it and
+            // the rest would find the queue at their next idle poll.
+            let _: () = redis::pipe()
+                .rpush(self.keys.queues_signal(), &["1"; WAKE_TOKENS])
+                .ltrim(self.keys.queues_signal(), -(WAKE_TOKENS as isize), -1)
+                .query_async(&mut conn)
+                .await?;
+        }
+        self.registered
+            .lock()
+            .expect("lock poisoned")
+            .insert(queue.clone(), Instant::now());
+        Ok(())
+    }
+
+    /// Forgets which queues this process registered, so the next enqueue registers
+    /// them again (after Redis lost its queue set).
+    pub fn forget_registrations(&self) {
+        self.registered.lock().expect("lock poisoned").clear();
+    }
+
+    /// Every queue that has received a job.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn known_queues(&self) -> Result<Vec<QueueName>, QueueError> {
+        let names: Vec<String> = self.conn().smembers(self.keys.queues()).await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| QueueName::parse(n).ok())
+            .collect())
+    }
+
+    /// Promotes due jobs, then leases up to `count` of the highest priority.
+    ///
+    /// # Errors
+    /// Redis unreachable, or a reply Courier did not write.
+    pub async fn fetch(
+        &self,
+        queue: &QueueName,
+        count: usize,
+        lease: Duration,
+    ) -> Result<Fetched, QueueError> {
+        let k = self.keys.queue(queue);
+        let reply: Vec<String> = SCRIPTS
+            .fetch
+            .key(&k.queued)
+            .key(&k.scheduled)
+            .key(&k.running)
+            .key(&k.jobs)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .key(&k.seq)
+            .arg(count)
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await?;
+        let mut reply = reply.into_iter();
+        let next_due = reply
+            .next()
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .filter(|ms| *ms >= 0)
+            .and_then(DateTime::from_timestamp_millis);
+        let rest: Vec<String> = reply.collect();
+        let mut fetched = Fetched {
+            next_due,
+            ..Default::default()
+        };
+        for c in rest.chunks_exact(4) {
+            let id = parse_id(&c[0])?;
+            let token = parse_token(&c[1])?;
+            let attempt = parse_count("attempt", &c[2])?;
+            // One payload this worker cannot read (a newer API, say) must not strand the
+            // other jobs leased in the same round trip.
+            match serde_json::from_str(&c[3]) {
+                Ok(spec) => fetched.jobs.push(Leased {
+                    id,
+                    queue: queue.clone(),
+                    token,
+                    attempt,
+                    spec,
+                }),
+                Err(e) => fetched.unreadable.push(Unreadable {
+                    id,
+                    token,
+                    attempt,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// Blocks until some queue of `queues` signals new work, a new queue appears, or
+    /// `timeout` passes, on a connection from [`Self::dedicated_connection`].
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn wait_for_work(
+        &self,
+        conn: &mut MultiplexedConnection,
+        queues: &[QueueName],
+        timeout: Duration,
+    ) -> Result<Wake, QueueError> {
+        let mut keys: Vec<String> = queues.iter().map(|q| self.keys.queue(q).signal).collect();
+        keys.push(self.keys.queues_signal());
+        let secs = timeout.as_secs_f64().max(0.001);
+        let popped: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&keys)
+            .arg(secs)
+            .query_async(conn)
+            .await?;
+        Ok(match popped {
+            None => Wake::TimedOut,
+            Some((key, _)) if key == self.keys.queues_signal() => Wake::NewQueue,
+            Some(_) => Wake::Work,
+        })
+    }
+
+    /// Ends attempts. Returns, per attempt, whether it still held its lease; a `false`
+    /// result must not change the job.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn complete(
+        &self,
+        queue: &QueueName,
+        items: &[Ending<'_>],
+    ) -> Result<Vec<bool>, QueueError> {
+        let k = self.keys.queue(queue);
+        let mut call = SCRIPTS.complete.prepare_invoke();
+        call.key(&k.running)
+            .key(&k.scheduled)
+            .key(&k.queued)
+            .key(&k.jobs)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .key(&k.seq)
+            .key(&k.signal)
+            .key(&k.journal)
+            .key(&k.journal_at);
+        for item in items {
+            let at = match item.completion {
+                Completion::Done => "-".to_string(),
+                Completion::RetryAt(at) => at.timestamp_millis().to_string(),
+            };
+            call.arg(item.id.to_string())
+                .arg(item.token.0)
+                .arg(at)
+                .arg(item.priority)
+                .arg(item.record);
+        }
+        let applied: Vec<i64> = call.invoke_async(&mut self.conn()).await?;
+        Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    /// Extends the leases of `items`; returns those whose lease is gone.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn heartbeat(
+        &self,
+        queue: &QueueName,
+        lease: Duration,
+        items: &[(JobId, Token)],
+    ) -> Result<Vec<(JobId, Token)>, QueueError> {
+        let k = self.keys.queue(queue);
+        let mut call = SCRIPTS.heartbeat.prepare_invoke();
+        call.key(&k.running)
+            .key(&k.leases)
+            .arg(lease.as_millis() as u64);
+        for (id, token) in items {
+            call.arg(id.to_string()).arg(token.0);
+        }
+        let lost: Vec<String> = call.invoke_async(&mut self.conn()).await?;
+        lost.chunks_exact(2)
+            .map(|c| Ok((parse_id(&c[0])?, parse_token(&c[1])?)))
+            .collect()
+    }
+
+    /// Takes back up to `max` jobs whose lease expired.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn reap(&self, queue: &QueueName, max: usize) -> Result<Vec<Reaped>, QueueError> {
+        let k = self.keys.queue(queue);
+        let reply: Vec<String> = SCRIPTS
+            .reap
+            .key(&k.running)
+            .key(&k.queued)
+            .key(&k.jobs)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .key(&k.seq)
+            .key(&k.signal)
+            .arg(max)
+            .invoke_async(&mut self.conn())
+            .await?;
+        reply
+            .chunks_exact(4)
+            .map(|c| {
+                Ok(Reaped {
+                    id: parse_id(&c[0])?,
+                    token: parse_token(&c[1])?,
+                    attempts: parse_count("attempts", &c[2])?,
+                    dead: c[3] == "dead",
+                })
+            })
+            .collect()
+    }
+
+    /// Hands leased jobs back without using up their attempt.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn requeue(
+        &self,
+        queue: &QueueName,
+        items: &[(JobId, Token, u8)],
+    ) -> Result<Vec<bool>, QueueError> {
+        let k = self.keys.queue(queue);
+        let mut call = SCRIPTS.requeue.prepare_invoke();
+        call.key(&k.running)
+            .key(&k.queued)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .key(&k.seq)
+            .key(&k.signal);
+        for (id, token, priority) in items {
+            call.arg(id.to_string()).arg(token.0).arg(*priority);
+        }
+        let applied: Vec<i64> = call.invoke_async(&mut self.conn()).await?;
+        Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    /// Removes a job from its queue; a running one is announced on the cancel channel.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn cancel(&self, queue: &QueueName, id: JobId) -> Result<Cancelled, QueueError> {
+        let k = self.keys.queue(queue);
+        let where_: String = SCRIPTS
+            .cancel
+            .key(&k.queued)
+            .key(&k.scheduled)
+            .key(&k.running)
+            .key(&k.jobs)
+            .key(&k.attempts)
+            .key(&k.leases)
+            .arg(id.to_string())
+            .arg(self.keys.cancel_channel())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match where_.as_str() {
+            "running" => Cancelled::Running,
+            "waiting" => Cancelled::Waiting,
+            _ => Cancelled::Absent,
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! The queries of Courier's upkeep: live jobs to reconcile with Redis, running jobs whose
+//! result was lost, and finished jobs past their retention.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, types::Json};
+use uuid::Uuid;
+
+use super::{JobRow, RepoError, rows::select_jobs};
+use crate::domain::{DEFAULT_TIMEOUT_MS, JobId, JobSpec, JobState, Labels, QueueName};
+
+/// Live jobs (scheduled, queued, running) after `after`, by id, for reconciling with Redis.
+/// Jobs still in the dispatch outbox are included: their entry may be about to go (the
+/// job was in Redis before Redis lost it), and dispatching a job twice is harmless.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn live_jobs_page(
+    db: impl PgExecutor<'_>,
+    after: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<JobRow>, RepoError> {
+    Ok(select_jobs!(
+        "FROM jobs
+         WHERE state IN ('scheduled', 'queued', 'running') AND ($1::uuid IS NULL OR id > $1)
+         ORDER BY id
+         LIMIT $2",
+        after.map(|id| id.as_uuid()),
+        limit
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Of `ids`, those that are live in PostgreSQL; absent and finished jobs are left out.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn live_among(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<JobId>, RepoError> {
+    let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
+    let live = sqlx::query_scalar!(
+        r#"SELECT id AS "id: JobId" FROM jobs WHERE id = ANY($1) AND state IN ('scheduled', 'queued', 'running')"#,
+        &ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(live)
+}
+
+/// Names of the queues that have live jobs.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn live_queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueName>, RepoError> {
+    let names = sqlx::query_scalar!(
+        r#"SELECT DISTINCT queue AS "queue!: QueueName" FROM jobs WHERE state IN ('scheduled', 'queued', 'running')"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(names)
+}
+
+/// Jobs `running` in PostgreSQL for longer than their own timeout (SPEC 2's default when
+/// the stored spec leaves it out) plus `grace_ms`: no attempt can still be going, so
+/// the attempt's result was lost on its way here (a worker killed before its history
+/// batch landed, and its journal entry lost with Redis).
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn stuck_running(
+    db: impl PgExecutor<'_>,
+    grace_ms: i64,
+    limit: i64,
+) -> Result<Vec<JobRow>, RepoError> {
+    Ok(select_jobs!(
+        "FROM jobs
+         WHERE state = 'running'
+           AND updated_at < now() - make_interval(
+                 secs => (COALESCE((spec->>'timeout_ms')::float8, $1) + $2) / 1000.0)
+         ORDER BY updated_at
+         LIMIT $3",
+        DEFAULT_TIMEOUT_MS as f64,
+        grace_ms as f64,
+        limit
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Deletes up to `limit` finished jobs (and their executions) past their retention:
+/// succeeded ones finished before `succeeded_before`, dead and cancelled ones before
+/// `dead_before`. Returns how many were deleted.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn delete_expired(
+    db: impl PgExecutor<'_>,
+    succeeded_before: DateTime<Utc>,
+    dead_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, RepoError> {
+    let done = sqlx::query!(
+        r#"WITH gone AS (
+               DELETE FROM jobs WHERE id IN (
+                   SELECT id FROM jobs
+                   WHERE finished_at IS NOT NULL
+                     AND finished_at < GREATEST($1::timestamptz, $2::timestamptz)
+                     AND ((state = 'succeeded' AND finished_at < $1) OR (state IN ('dead', 'cancelled') AND finished_at < $2))
+                   LIMIT $3
+                   FOR UPDATE SKIP LOCKED)
+               RETURNING id
+           ), executions AS (
+               DELETE FROM job_executions WHERE job_id IN (SELECT id FROM gone)
+           )
+           SELECT count(*) AS "n!" FROM gone"#,
+        succeeded_before,
+        dead_before,
+        limit
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(done.n as u64)
+}

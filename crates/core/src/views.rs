@@ -1,0 +1,209 @@
+//! What the API answers with, and what its clients (the `courier` CLI, callbacks) read
+//! back. Secret header values are redacted here, the one place jobs are turned into
+//! answers.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    JobState,
+    domain::Method,
+    repo::{ExecutionRow, JobRow, QueueDepth},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The ids of an accepted batch, in request order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchAccepted {
+    pub ids: Vec<Uuid>,
+}
+
+/// A job as clients see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub queue: String,
+    pub state: JobState,
+    pub priority: u8,
+    pub target: TargetView,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    /// Attempts made so far in this round.
+    pub attempts: u32,
+    /// 1, then one more for each retry after the job was dead or cancelled.
+    pub round: u32,
+    pub backoff: BackoffView,
+    pub retry_on_status: Vec<u16>,
+    pub follow_redirects: bool,
+    pub labels: BTreeMap<String, String>,
+    /// When the next attempt may start; absent once the job is terminal or running.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The outcome of the latest finished attempt.
+    pub last_outcome: Option<LastOutcome>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The call, with secret header values shown as `[redacted]`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TargetView {
+    pub url: String,
+    pub method: Method,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BackoffView {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    pub multiplier: f64,
+    pub jitter: bool,
+}
+
+/// The latest attempt's result.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LastOutcome {
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u32,
+}
+
+impl JobView {
+    pub fn new(row: &JobRow) -> Self {
+        let spec = &row.spec.0;
+        let state = row.state;
+        Self {
+            id: row.id.as_uuid(),
+            queue: row.queue.to_string(),
+            state,
+            priority: spec.priority.get(),
+            target: TargetView {
+                url: spec.target.url.as_str().to_owned(),
+                method: spec.target.method,
+                headers: spec
+                    .target
+                    .redacted_headers()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect(),
+                body: spec.target.body.clone(),
+            },
+            timeout_ms: spec.timeout_ms,
+            max_attempts: spec.max_attempts,
+            attempts: row.attempts.max(0) as u32,
+            round: row.round.max(1) as u32,
+            backoff: BackoffView {
+                initial_ms: spec.backoff.initial_ms,
+                max_ms: spec.backoff.max_ms,
+                multiplier: spec.backoff.multiplier,
+                jitter: spec.backoff.jitter,
+            },
+            retry_on_status: spec.retry_on_status.clone(),
+            follow_redirects: spec.follow_redirects,
+            labels: row.labels.0.clone(),
+            next_attempt_at: matches!(state, JobState::Scheduled | JobState::Queued)
+                .then_some(row.run_at),
+            last_outcome: row.last_duration_ms.map(|duration| LastOutcome {
+                status_code: row.last_status_code.map(|c| c as u16),
+                error: row.last_error.clone(),
+                duration_ms: duration.max(0) as u32,
+            }),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One attempt.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionView {
+    /// 1, then one more for each retry of the job after it was dead or cancelled.
+    pub round: u32,
+    /// 1-based within its round.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub worker: String,
+    /// `succeeded`, `failed`, `timeout`, `connection_error`, `cancelled` or `lease_expired`.
+    pub outcome: String,
+    /// The late result of an attempt whose lease had been lost; it did not change the job.
+    pub stale: bool,
+    pub status_code: Option<u16>,
+    pub duration_ms: u32,
+    pub error: Option<String>,
+    /// The first 4 KiB of the response body.
+    pub response_excerpt: Option<String>,
+}
+
+impl From<ExecutionRow> for ExecutionView {
+    fn from(row: ExecutionRow) -> Self {
+        Self {
+            round: row.round.max(1) as u32,
+            attempt: row.attempt.max(0) as u32,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            worker: row.worker,
+            outcome: row.outcome,
+            stale: row.stale,
+            status_code: row.status_code.map(|c| c as u16),
+            duration_ms: row.duration_ms.max(0) as u32,
+            error: row.error,
+            response_excerpt: row.response_excerpt,
+        }
+    }
+}
+
+/// Every attempt of a job, by round and attempt.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionList {
+    pub job_id: Uuid,
+    pub executions: Vec<ExecutionView>,
+}
+
+/// Depth of one queue.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueView {
+    pub name: String,
+    pub scheduled: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub dead: i64,
+    pub succeeded_last_hour: i64,
+    pub dead_last_hour: i64,
+    /// Seconds the longest-waiting queued job has been due; 0 when none is queued.
+    pub oldest_queued_age_seconds: f64,
+}
+
+impl QueueView {
+    pub fn new(depth: QueueDepth, now: DateTime<Utc>) -> Self {
+        Self {
+            name: depth.queue.to_string(),
+            scheduled: depth.scheduled,
+            queued: depth.queued,
+            running: depth.running,
+            dead: depth.dead,
+            succeeded_last_hour: depth.succeeded_last_hour,
+            dead_last_hour: depth.dead_last_hour,
+            oldest_queued_age_seconds: depth.oldest_queued_since.map_or(0.0, |since| {
+                ((now - since).num_milliseconds().max(0) as f64) / 1000.0
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueList {
+    pub queues: Vec<QueueView>,
+}

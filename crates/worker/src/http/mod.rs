@@ -1,0 +1,320 @@
+//! Making one call, through reqwest (hyper underneath): the job's method, URL, headers
+//! and body, plus `X-Courier-*` headers and, when secrets are configured, the Standard
+//! Webhooks signature headers; redirects off unless the job enables them; SSRF
+//! protection on every address connected to; the answer read up to a cap.
+//!
+//! reqwest brings HTTP/1.1 and HTTP/2 (by ALPN), a pool per origin that drops
+//! connections the server closed, proxies from `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY`,
+//! and TLS by rustls with the platform's roots (plus `outbound.ca_file`).
+
+mod answer;
+mod redirect;
+mod resolver;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use chrono::Utc;
+use courier_core::{
+    Settings,
+    crypto::SecretBox,
+    domain::Target,
+    outbound::{OutboundPolicy, Refusal},
+    queue::Leased,
+    settings::JobLimits,
+    signing::Signer,
+};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub use answer::{EXCERPT_BYTES, excerpt, parse_retry_after};
+pub use redirect::MAX_REDIRECTS;
+pub use resolver::CheckedResolver;
+
+/// An idle kept-alive connection is closed after this long: below the keep-alive of
+/// common servers (5 s in Node.js and Apache httpd), so Courier closes first and a
+/// request is rarely sent on a connection the server is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The signature headers of Standard Webhooks; a job's own headers of these names are
+/// dropped when Courier signs.
+const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
+
+/// What came back from the target.
+#[derive(Debug)]
+pub enum CallResult {
+    Answered {
+        status: u16,
+        /// The target's `Retry-After`, if it sent one we could read.
+        retry_after: Option<Duration>,
+        excerpt: String,
+    },
+    TimedOut,
+    /// Connecting, sending or reading failed.
+    Failed(String),
+    /// SSRF protection refused the target (or a redirect hop): no request left.
+    Refused(String),
+    /// The job cannot be sent as stored (a header that is not valid HTTP, one that does
+    /// not decrypt): no request left, and another attempt would fail the same way.
+    Invalid(String),
+}
+
+/// The client (its pool, TLS and SSRF protection), the signer, and the keys that open
+/// sealed header values.
+#[derive(Clone)]
+pub struct HttpCaller {
+    client: reqwest::Client,
+    outbound: Arc<OutboundPolicy>,
+    signer: Arc<Signer>,
+    secrets: Arc<SecretBox>,
+    limits: JobLimits,
+    max_response_bytes: usize,
+}
+
+impl HttpCaller {
+    /// # Errors
+    /// An invalid `outbound.allow` entry, signing secret, encryption key or CA file, or
+    /// the TLS backend failing to initialise.
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let outbound = Arc::new(OutboundPolicy::from_settings(&settings.outbound)?);
+        let signer = Arc::new(Signer::from_settings(&settings.signing)?);
+        let secrets = Arc::new(SecretBox::from_settings(&settings.secrets)?);
+        let resolver = CheckedResolver::new(outbound.clone(), resolver::proxy_hosts_from_env());
+        let mut builder = reqwest::Client::builder()
+            .dns_resolver(Arc::new(resolver))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(settings.worker.concurrency)
+            .tcp_nodelay(true)
+            .user_agent(concat!("Courier/", env!("CARGO_PKG_VERSION")))
+            .retry(stale_connection_retry());
+        if !settings.outbound.ca_file.is_empty() {
+            let pem = std::fs::read(&settings.outbound.ca_file).map_err(|e| {
+                anyhow::anyhow!("outbound.ca_file {:?}: {e}", settings.outbound.ca_file)
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!("outbound.ca_file {:?}: {e}", settings.outbound.ca_file)
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        Ok(Self {
+            client: builder.build()?,
+            outbound,
+            signer,
+            secrets,
+            limits: settings.jobs.clone(),
+            max_response_bytes: settings.outbound.max_response_bytes,
+        })
+    }
+
+    /// Makes the call of `job`'s attempt, within the job's timeout.
+    pub async fn call(&self, job: &Leased) -> CallResult {
+        let spec = &job.spec;
+        let url = spec.target.url.as_url();
+        // Connections to IP literals skip the resolver: they are checked here.
+        if let Err(refusal) = self.outbound.check_url(url) {
+            return CallResult::Refused(refusal.to_string());
+        }
+        let headers = match self.headers(job) {
+            Ok(headers) => headers,
+            Err(problem) => return CallResult::Invalid(problem),
+        };
+        let method = reqwest::Method::from_bytes(spec.target.method.as_str().as_bytes())
+            .expect("the domain's methods are valid");
+        let hop = redirect::Hop {
+            method,
+            url: url.clone(),
+            headers,
+            body: Bytes::from(spec.target.body.clone()),
+        };
+        let timeout = Duration::from_millis(spec.timeout_ms);
+        match tokio::time::timeout(timeout, self.send(hop, spec.follow_redirects)).await {
+            Ok(result) => result,
+            Err(_) => CallResult::TimedOut,
+        }
+    }
+
+    /// The headers to send: the job's own (secret values opened, and checked as strictly
+    /// as the API checks them, since Redis is not trusted to hold only what the API
+    /// wrote), the signature, and Courier's own.
+    fn headers(&self, job: &Leased) -> Result<HeaderMap, String> {
+        let id = job.id.to_string();
+        let opened = job
+            .spec
+            .target
+            .opened_headers(&self.secrets, &id)
+            .map_err(|(name, e)| format!("cannot decrypt header {name}: {e}"))?;
+        if let Err(problems) = Target::check_headers(
+            &opened,
+            self.limits.max_headers,
+            self.limits.max_header_bytes,
+        ) {
+            let (name, problem) = &problems[0];
+            return Err(format!("header {name:?} cannot be sent: {problem}"));
+        }
+        let body = job.spec.target.body.as_bytes();
+        let signature = self
+            .signer
+            .headers(job.queue.as_str(), &id, Utc::now().timestamp(), body);
+        let mut headers = HeaderMap::with_capacity(opened.len() + 5);
+        for (name, value) in &opened {
+            if signature.is_some()
+                && SIGNATURE_HEADERS
+                    .iter()
+                    .any(|h| name.eq_ignore_ascii_case(h))
+            {
+                continue;
+            }
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header {name:?} is not a valid header name"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("header {name} has an invalid value"))?;
+            headers.append(name, value);
+        }
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        };
+        if let Some(signature) = &signature {
+            set("webhook-id", &signature.id);
+            set("webhook-timestamp", &signature.timestamp);
+            set("webhook-signature", &signature.signature);
+        }
+        set("x-courier-job-id", &id);
+        set("x-courier-attempt", &job.attempt.to_string());
+        Ok(headers)
+    }
+
+    /// Sends `hop`, following redirects when `follow` (see [`redirect`]).
+    async fn send(&self, mut hop: redirect::Hop, follow: bool) -> CallResult {
+        let mut hops = 0;
+        loop {
+            let request = self
+                .client
+                .request(hop.method.clone(), hop.url.clone())
+                .headers(hop.headers.clone())
+                .body(hop.body.clone());
+            let mut response = match request.send().await {
+                Ok(response) => response,
+                Err(e) => return failure(&e),
+            };
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let (true, true, Some(location)) = (follow, redirect::is_redirect(status), location)
+            {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return CallResult::Failed(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                hop = match redirect::next(hop, status, &location, &self.outbound) {
+                    Ok(next) => next,
+                    Err(result) => return result,
+                };
+                continue;
+            }
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            return match answer::read_capped(&mut response, self.max_response_bytes).await {
+                Ok(body) => CallResult::Answered {
+                    status: status.as_u16(),
+                    retry_after,
+                    excerpt: excerpt(&body),
+                },
+                Err(e) => CallResult::Failed(format!("reading the answer failed: {}", chain(&e))),
+            };
+        }
+    }
+}
+
+/// reqwest's retries, for one case only: a request that got no byte of answer because
+/// its connection was closed or reset under it is sent once more, on a new connection,
+/// within the same attempt. That is a kept-alive connection the server closed just as it
+/// was reused (valid HTTP/1.1, and a race no client can close), which must not cost an
+/// attempt (SPEC 4). hyper does not say whether the connection was a reused one, so a
+/// fresh connection reset before any answer is also tried once more; its target got the
+/// request at most twice, with the same `X-Courier-Job-Id`. Every other failure is
+/// Courier's to retry, with backoff and a record of each attempt.
+fn stale_connection_retry() -> reqwest::retry::Builder {
+    /// Every host: `for_host` is reqwest's public way to scope a policy.
+    struct AnyHost;
+    impl PartialEq<&str> for AnyHost {
+        fn eq(&self, _: &&str) -> bool {
+            true
+        }
+    }
+    reqwest::retry::for_host(AnyHost)
+        .no_budget()
+        .max_retries_per_request(1)
+        .classify_fn(|outcome| match outcome.error() {
+            Some(error) if closed_before_answer(error) => outcome.retryable(),
+            _ => outcome.success(),
+        })
+}
+
+/// Whether `error` says the connection closed or was reset before any answer came.
+fn closed_before_answer(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// What a failed request means: a refusal by SSRF protection (raised in the resolver),
+/// or a connection error, described with its causes.
+fn failure(e: &reqwest::Error) -> CallResult {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if let Some(refusal) = cause.downcast_ref::<Refusal>() {
+            return CallResult::Refused(refusal.to_string());
+        }
+        source = cause.source();
+    }
+    CallResult::Failed(chain(e))
+}
+
+/// An error and its causes as one line, without reqwest's own text (it repeats the URL,
+/// which is in the job already).
+fn chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(e);
+    parts.push(
+        if e.is_connect() {
+            "connection failed"
+        } else if e.is_body() || e.is_decode() {
+            "reading the answer failed"
+        } else {
+            "request failed"
+        }
+        .to_owned(),
+    );
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
