@@ -18,5 +18,5 @@ if [[ ! -x $PYENV/bin/python ]]; then
     python3 -m venv "$PYENV"
 fi
 "$PYENV/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/python-tools.txt
-"$PYENV/bin/python" -c 'import standardwebhooks, schemathesis'
+"$PYENV/bin/python" -c 'import standardwebhooks, schemathesis, kubernetes_validate, jsonschema, yaml'
 cp scripts/python-tools.txt "$PYENV/.installed"

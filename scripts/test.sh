@@ -163,6 +163,7 @@ step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnin
 # The integration tests spawn the courier-api and courier-worker binaries.
 step "cargo build (binaries)" cargo build --workspace --locked --bins
 step "Docker build contexts" scripts/check-docker-context.sh
+step "Deployment manifests" scripts/check-deploy.sh
 step "cargo nextest" cargo nextest run --workspace --locked --no-fail-fast --profile ci
 if [[ -x bench/run.sh ]]; then
     step "bench/run.sh --tiny" bench/run.sh --tiny
