@@ -222,7 +222,7 @@ impl Bench<'_> {
         let n = self.size.drain_jobs;
         self.prequeue(d, n, "/ok").await?;
         let started = std::time::Instant::now();
-        let rss = self
+        let (rss, cpu) = self
             .run_worker(d, self.size.worker_concurrency, n, "drain")
             .await?;
         let secs = started.elapsed().as_secs_f64();
@@ -233,21 +233,24 @@ impl Bench<'_> {
         Ok(vec![
             Figure::new("jobs/s", n as f64 / secs, Better::Higher).target(20_000.0),
             Figure::new("worker peak RSS MB", rss, Better::Lower),
+            // What a job costs the worker, whatever else the machine was doing meanwhile.
+            Figure::new("worker CPU µs per job", cpu * 1e6 / n as f64, Better::Lower),
         ])
     }
 
-    /// Starts a worker, waits until `n` jobs are finished; the worker's peak RSS in MB.
+    /// Starts a worker, waits until `n` jobs are finished; the worker's peak RSS in MB and
+    /// the CPU seconds it used.
     async fn run_worker(
         &self,
         d: &mut Deployment,
         concurrency: usize,
         n: u64,
         label: &str,
-    ) -> anyhow::Result<f64> {
+    ) -> anyhow::Result<(f64, f64)> {
         let worker = d.start_worker(concurrency).await?.pid();
         d.wait_finished(n, label, || self.target.stats.calls())
             .await?;
-        Ok(peak_rss_mb(worker))
+        Ok((peak_rss_mb(worker), crate::systems::cpu_seconds(worker)))
     }
 
     async fn latency(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
@@ -299,7 +302,7 @@ impl Bench<'_> {
                 started.elapsed().as_secs_f64()
             })
         };
-        let rss = self.run_worker(d, n as usize, n, "inflight").await?;
+        let (rss, _) = self.run_worker(d, n as usize, n, "inflight").await?;
         let secs = started.elapsed().as_secs_f64();
         let all_called = all_called.await?;
         // The SPEC's bound is for 10-second calls; a tiny run scales it.

@@ -49,11 +49,12 @@ local function place(queued, scheduled, seq_key, id, band, due_ms, now)
   end
 end
 
--- Adds up to `n` wake-up tokens for idle workers to `signal`, which never holds more
--- than 32 (one per idle worker is plenty; an unread token only costs a spare look).
+-- Leaves at least min(n, 32) wake-up tokens for idle workers in `signal` (one per
+-- idle worker is plenty): a token already waiting wakes a worker as well as a new one,
+-- and every extra one only costs an idle worker a spare look.
 local function wake(signal, n)
-  local room = 32 - redis.call('LLEN', signal)
-  for _ = 1, math.min(n, room) do
+  local want = math.min(n, 32) - redis.call('LLEN', signal)
+  for _ = 1, want do
     redis.call('RPUSH', signal, '1')
   end
 end

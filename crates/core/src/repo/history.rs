@@ -161,10 +161,24 @@ pub async fn record_history(
     let mut updates = newest_per_job(updates, |u| (u.id, u.token));
     // One lock order for every writer, so two workers' batches never deadlock.
     updates.sort_by_key(|u| u.id);
-    if started.is_empty() {
+    // Outcomes of calls a cancellation aborted go to jobs that are already terminal: a
+    // statement of their own (rare), so that the common one keeps a plan that visits
+    // only live jobs.
+    let (cancelled, updates): (Vec<&JobUpdate>, Vec<&JobUpdate>) = updates
+        .into_iter()
+        .partition(|u| u.state == JobState::Cancelled);
+    if started.is_empty() && cancelled.is_empty() {
         return write_ends(db, records, &updates).await;
     }
     let mut tx = db.begin().await?;
+    if !cancelled.is_empty() {
+        fill_cancelled_outcomes(&mut *tx, &cancelled).await?;
+    }
+    if started.is_empty() {
+        write_ends(&mut *tx, records, &updates).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
     let mut started = newest_per_job(started, |s| (s.id, s.token));
     started.sort_by_key(|s| s.id);
     let ids: Vec<Uuid> = started.iter().map(|s| s.id.as_uuid()).collect();
@@ -226,18 +240,17 @@ async fn write_ends(
         .iter()
         .map(|u| u.last.as_ref().map(|l| l.2))
         .collect();
-    // A `cancelled` update reaches only a job the API already cancelled: it fills in the
-    // outcome of the aborted call and keeps the cancellation's finish time.
+    // Each record takes its job's round by primary key (a scalar subquery: a join here
+    // once let the planner scan every job of the table per batch).
     sqlx::query!(
         "WITH records AS (
              INSERT INTO job_executions (job_id, attempt, token, worker, outcome, stale, status_code, error,
                                          duration_ms, response_excerpt, started_at, finished_at, round)
-             SELECT t.*, COALESCE(j.round, 1)
+             SELECT t.*, COALESCE((SELECT j.round FROM jobs j WHERE j.id = t.job_id), 1)
              FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::int2[],
                          $8::text[], $9::int4[], $10::text[], $11::timestamptz[], $12::timestamptz[])
                   AS t(job_id, attempt, token, worker, outcome, stale, status_code, error, duration_ms,
                        response_excerpt, started_at, finished_at)
-                  LEFT JOIN jobs j ON j.id = t.job_id
              ON CONFLICT (job_id, token, stale) DO NOTHING
          )
          UPDATE jobs SET
@@ -248,15 +261,12 @@ async fn write_ends(
              last_status_code = CASE WHEN u.has_last THEN u.code ELSE jobs.last_status_code END,
              last_error = CASE WHEN u.has_last THEN u.error ELSE jobs.last_error END,
              last_duration_ms = CASE WHEN u.has_last THEN u.duration ELSE jobs.last_duration_ms END,
-             finished_at = CASE WHEN u.state IN ('succeeded', 'dead', 'cancelled')
-                                THEN COALESCE(jobs.finished_at, now()) END,
+             finished_at = CASE WHEN u.state IN ('succeeded', 'dead', 'cancelled') THEN now() END,
              updated_at = now()
          FROM UNNEST($13::uuid[], $14::int8[], $15::int4[], $16::job_state[], $17::timestamptz[], $18::bool[],
                      $19::int2[], $20::text[], $21::int4[])
               AS u(id, token, attempts, state, run_at, has_last, code, error, duration)
-         WHERE jobs.id = u.id AND jobs.token <= u.token
-           AND (jobs.state IN ('scheduled', 'queued', 'running')
-                OR (u.state = 'cancelled' AND jobs.state = 'cancelled'))",
+         WHERE jobs.id = u.id AND jobs.token <= u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
         &job_ids,
         &col(|r| r.attempt),
         &tokens as &[Token],
@@ -277,6 +287,37 @@ async fn write_ends(
         &has_last,
         &last_codes as &[Option<i16>],
         &last_errors as &[Option<&str>],
+        &durations as &[Option<i32>]
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Fills in, for jobs the API cancelled while their call ran, that call as their last
+/// outcome (the cancellation's own state and finish time stay).
+async fn fill_cancelled_outcomes(
+    db: impl sqlx::PgExecutor<'_>,
+    updates: &[&JobUpdate],
+) -> Result<(), RepoError> {
+    let ids: Vec<Uuid> = updates.iter().map(|u| u.id.as_uuid()).collect();
+    let tokens: Vec<Token> = updates.iter().map(|u| u.token).collect();
+    let errors: Vec<Option<&str>> = updates
+        .iter()
+        .map(|u| u.last.as_ref().and_then(|l| l.1.as_deref()))
+        .collect();
+    let durations: Vec<Option<i32>> = updates
+        .iter()
+        .map(|u| u.last.as_ref().map(|l| l.2))
+        .collect();
+    sqlx::query!(
+        "UPDATE jobs SET last_status_code = NULL, last_error = u.error, last_duration_ms = u.duration,
+                updated_at = now()
+         FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::int4[]) AS u(id, token, error, duration)
+         WHERE jobs.id = u.id AND jobs.state = 'cancelled' AND jobs.token <= u.token",
+        &ids,
+        &tokens as &[Token],
+        &errors as &[Option<&str>],
         &durations as &[Option<i32>]
     )
     .execute(db)

@@ -7,24 +7,27 @@ use std::time::{Duration, SystemTime};
 /// Response bytes kept with the execution record.
 pub const EXCERPT_BYTES: usize = 4 * 1024;
 
-/// Reads at most `cap` bytes of `response`'s body. Dropping the response with the rest
-/// unread closes its connection instead of returning it to the pool.
+/// Reads at most `cap` bytes of `body`. Dropping the body with the rest unread closes
+/// its connection instead of returning it to the pool.
 ///
 /// # Errors
 /// The connection failing while the body is read.
 pub async fn read_capped(
-    response: &mut reqwest::Response,
+    body: &mut hyper::body::Incoming,
     cap: usize,
-) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while body.len() < cap {
-        let Some(chunk) = response.chunk().await? else {
+) -> Result<Vec<u8>, hyper::Error> {
+    use http_body_util::BodyExt;
+    let mut read = Vec::new();
+    while read.len() < cap {
+        let Some(frame) = body.frame().await.transpose()? else {
             break;
         };
-        let room = cap - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if let Some(data) = frame.data_ref() {
+            let room = cap - read.len();
+            read.extend_from_slice(&data[..data.len().min(room)]);
+        }
     }
-    Ok(body)
+    Ok(read)
 }
 
 /// The start of a response body as text, at most [`EXCERPT_BYTES`] bytes even when

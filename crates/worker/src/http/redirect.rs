@@ -1,12 +1,11 @@
-//! Following a redirect, for jobs that allow it. reqwest's own policy is off: a policy
-//! can check each hop but cannot drop headers, and a hop to another origin must lose
-//! every header SPEC 4 calls secret (`Authorization`, `X-Api-Key`, any name with
-//! `token`...), not only the four reqwest strips. So each hop is decided here: checked
-//! by SSRF protection like the first request (an IP literal here, a name when it
-//! resolves), method and body changed as browsers do.
+//! Following a redirect, for jobs that allow it, hop by hop: each hop checked by SSRF
+//! protection like the first request (an IP literal here, a name when it resolves),
+//! method and body changed as browsers do, and on a hop to another origin every header
+//! SPEC 4 calls secret dropped (`Authorization`, `X-Api-Key`, any name with `token`...),
+//! not only the four that reqwest's redirect policy strips.
 
 use courier_core::{domain::is_secret_header, outbound::OutboundPolicy};
-use reqwest::{Method, StatusCode, header::HeaderMap};
+use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
 use super::CallResult;
@@ -61,7 +60,7 @@ pub fn next(
     {
         method = Method::GET;
         body = bytes::Bytes::new();
-        kept.remove(reqwest::header::CONTENT_TYPE);
+        kept.remove(http::header::CONTENT_TYPE);
     }
     if url.origin() != hop.url.origin() {
         let secret: Vec<_> = kept

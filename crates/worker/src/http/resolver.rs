@@ -1,12 +1,17 @@
 //! The worker's DNS resolver: the system's (`getaddrinfo`, on tokio's blocking pool),
-//! with SSRF protection dropping every address it refuses before reqwest sees them. The
-//! addresses checked are the addresses connected to, so a name that resolves
+//! with SSRF protection dropping every address it refuses before the connector sees
+//! them. The addresses checked are the addresses connected to, so a name that resolves
 //! differently a moment later (DNS rebinding) gains nothing.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use courier_core::outbound::OutboundPolicy;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use hyper_util::client::legacy::connect::dns::Name;
 
 /// Resolves names through SSRF protection.
 pub struct CheckedResolver {
@@ -46,21 +51,29 @@ impl CheckedResolver {
     }
 }
 
-impl Resolve for CheckedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let this = Self {
-            policy: self.policy.clone(),
-            proxies: self.proxies.clone(),
-        };
-        Box::pin(async move {
-            let addrs = this.lookup(name.as_str()).await?;
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
+/// [`CheckedResolver`] as the resolver of hyper-util's `HttpConnector`.
+#[derive(Clone)]
+pub struct CheckedDns(pub Arc<CheckedResolver>);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Name> for CheckedDns {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let resolver = self.0.clone();
+        Box::pin(async move { Ok(resolver.lookup(name.as_str()).await?.into_iter()) })
     }
 }
 
 /// The hosts of the proxies the environment configures (`HTTP_PROXY`, `HTTPS_PROXY`,
-/// `ALL_PROXY`, in either case), which reqwest uses.
+/// `ALL_PROXY`, in either case), which the connector uses.
 pub fn proxy_hosts_from_env() -> Vec<String> {
     ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
         .iter()
