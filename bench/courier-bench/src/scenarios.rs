@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Every scenario, in the order they run.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     "enqueue",
     "enqueue-batch",
     "drain",
@@ -23,6 +23,7 @@ pub const ALL: [&str; 8] = [
     "delay",
     "redis-memory",
     "worker-kill",
+    "schedules",
 ];
 
 /// How long each call of `worker-kill` takes: longer than either system needs to run a
@@ -50,6 +51,9 @@ pub struct Size {
     pub memory_jobs: u64,
     /// Jobs in flight in the worker that `worker-kill` kills.
     pub kill_jobs: u64,
+    /// Schedules firing every second in `schedules`, and for how long.
+    pub schedules: u64,
+    pub schedule_secs: f64,
 }
 
 impl Size {
@@ -71,6 +75,8 @@ impl Size {
             delay_spread_secs: 10.0,
             memory_jobs: 1_000_000,
             kill_jobs: 1000,
+            schedules: 1000,
+            schedule_secs: 60.0,
         }
     }
 
@@ -108,6 +114,8 @@ impl Size {
             delay_spread_secs: 1.0,
             memory_jobs: 1_000,
             kill_jobs: 20,
+            schedules: 10,
+            schedule_secs: 2.0,
         }
     }
 }
@@ -131,6 +139,7 @@ impl Bench<'_> {
             "delay" => self.delay(d).await,
             "redis-memory" => self.redis_memory(d).await,
             "worker-kill" => self.worker_kill(d).await,
+            "schedules" => self.schedules(d).await,
             other => anyhow::bail!("no scenario {other:?}"),
         }
     }
@@ -373,6 +382,74 @@ impl Bench<'_> {
 }
 
 impl Bench<'_> {
+    /// SPEC 8's schedules row: `schedules` schedules every second for `schedule_secs`:
+    /// how late each occurrence's job was created (Courier records it per occurrence)
+    /// and how late its call reached the target, and the API's CPU meanwhile.
+    async fn schedules(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let size = self.size;
+        d.start_worker(size.worker_concurrency).await?;
+        let url = self.target.url("/ok");
+        for i in 0..size.schedules {
+            d.put_schedule(&format!("tick-{i}"), 1000, &url).await?;
+        }
+        // The first occurrences may have been decided while the rest were defined.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.target.stats.reset();
+        let (api, cpu_before) = (d.api_pid(), crate::systems::cpu_seconds(d.api_pid()));
+        let started = chrono::Utc::now();
+        tokio::time::sleep(Duration::from_secs_f64(size.schedule_secs)).await;
+        let cpu = (crate::systems::cpu_seconds(api) - cpu_before) / size.schedule_secs * 100.0;
+        let calls = self.target.stats.calls();
+        let h = self.target.stats.lateness();
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let mut figures = Vec::new();
+        if let Some(db) = d.courier_db() {
+            let (p50, p99, max): (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+                "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY lateness_ms)::float8,
+                        percentile_disc(0.99) WITHIN GROUP (ORDER BY lateness_ms)::float8,
+                        max(lateness_ms)::float8
+                 FROM schedule_runs WHERE outcome = 'fired' AND occurrence >= $1",
+            )
+            .bind(started)
+            .fetch_one(db)
+            .await?;
+            figures.push(Figure::new(
+                "job created, lateness p50 ms",
+                p50.unwrap_or(0.0),
+                Better::Lower,
+            ));
+            figures.push(
+                Figure::new(
+                    "job created, lateness p99 ms",
+                    p99.unwrap_or(0.0),
+                    Better::Lower,
+                )
+                .target(100.0),
+            );
+            figures.push(Figure::new(
+                "job created, lateness max ms",
+                max.unwrap_or(0.0),
+                Better::Lower,
+            ));
+        }
+        figures.extend([
+            Figure::new(
+                "calls per s",
+                calls as f64 / size.schedule_secs,
+                Better::Higher,
+            ),
+            Figure::new("call lateness p50 ms", ms(0.5), Better::Lower),
+            Figure::new("call lateness p99 ms", ms(0.99), Better::Lower),
+            Figure::new(
+                "call lateness max ms",
+                h.max() as f64 / 1000.0,
+                Better::Lower,
+            ),
+            Figure::new("API CPU %", cpu, Better::Lower),
+        ]);
+        Ok(figures)
+    }
+
     /// SPEC 8's last row: a worker with `kill_jobs` calls in flight is killed with
     /// SIGKILL while a second, idle worker runs; how long until the target sees each job
     /// called again.

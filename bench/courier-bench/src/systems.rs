@@ -292,6 +292,45 @@ impl Deployment {
         })
     }
 
+    /// The API process's id.
+    pub fn api_pid(&self) -> u32 {
+        self.api.pid()
+    }
+
+    /// Courier's database (`None` for BullMQ).
+    pub fn courier_db(&self) -> Option<&sqlx::PgPool> {
+        self.courier.as_ref().map(|env| &env.db)
+    }
+
+    /// Defines schedule `id`: a job every `every_ms`, calling `url`.
+    pub async fn put_schedule(&self, id: &str, every_ms: u64, url: &str) -> anyhow::Result<()> {
+        let (path, body) = match self.system {
+            System::Courier => (
+                format!("/v1/schedules/{id}"),
+                json!({"every_ms": every_ms, "overlap": "allow_all",
+                       "job": {"queue": QUEUE, "target": {"url": url}}}),
+            ),
+            System::Bullmq => (
+                format!("/schedulers/{id}"),
+                json!({"every_ms": every_ms, "job": {"url": url, "method": "POST", "attempts": 3}}),
+            ),
+        };
+        let client = reqwest::Client::new();
+        let mut request = client
+            .put(format!("http://{}{path}", self.endpoint.addr))
+            .json(&body);
+        if let Some(auth) = &self.endpoint.authorization {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "defining schedule {id}: {}",
+            response.status()
+        );
+        Ok(())
+    }
+
     /// Starts one worker process serving the benchmark queue with `concurrency` calls at
     /// once, and waits until it is ready.
     pub async fn start_worker(&mut self, concurrency: usize) -> anyhow::Result<&Proc> {

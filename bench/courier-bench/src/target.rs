@@ -96,7 +96,14 @@ impl Stats {
             let us = now.saturating_sub(sent).max(1);
             let _ = self.latency.lock().expect("lock").record(us);
         }
-        if let Some(due) = at(DUE_HEADER) {
+        // A schedule's occurrence (Courier's header): due at that time.
+        let occurrence = request
+            .headers()
+            .get("x-courier-occurrence")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.timestamp_micros() as u64);
+        if let Some(due) = at(DUE_HEADER).or(occurrence) {
             // Courier keeps due times in milliseconds: early only by a whole one.
             if now + 1000 <= due {
                 self.early.fetch_add(1, Ordering::Relaxed);

@@ -80,6 +80,15 @@ app.post('/jobs/batch', async (req, res) => {
   res.status(201).json({ ids: added.map((j) => j.id) });
 });
 
+// A job scheduler per schedule: BullMQ's recurring jobs ("Job Schedulers").
+app.put('/schedulers/:id', async (req, res) => {
+  const every = Number(req.body?.every_ms);
+  if (!Number.isInteger(every) || every < 1) throw new BadRequest('every_ms must be a positive integer');
+  const { name, data, opts } = toJob(req.body?.job ?? {}, 'job.');
+  await queue.upsertJobScheduler(req.params.id, { every }, { name, data, opts });
+  res.status(201).json({ id: req.params.id });
+});
+
 app.get('/counts', async (_req, res) => {
   res.json(
     await queue.getJobCounts('wait', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children'),

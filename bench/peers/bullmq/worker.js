@@ -37,6 +37,12 @@ async function call(job) {
   // The same headers Courier sends, so the shared target sees no difference.
   h.set('x-courier-job-id', String(job.id));
   h.set('x-courier-attempt', String(job.attemptsMade + 1));
+  // A job scheduler's job id ends with the time it is due ("repeat:<id>:<millis>"):
+  // tell the target, as Courier tells it an occurrence's time.
+  if (job.repeatJobKey) {
+    const due = Number(String(job.id).split(':').pop());
+    if (Number.isFinite(due)) h.set('x-bench-due-us', String(due * 1000));
+  }
   const res = await fetch(url, {
     method,
     headers: h,

@@ -162,6 +162,17 @@ impl From<QueueError> for ApiError {
     }
 }
 
+impl From<courier_core::maintenance::MaintenanceError> for ApiError {
+    fn from(e: courier_core::maintenance::MaintenanceError) -> Self {
+        use courier_core::maintenance::MaintenanceError as M;
+        match e {
+            M::Repo(e) => e.into(),
+            M::Queue(e) => e.into(),
+            M::Database(e) => e.into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         RepoError::from(e).into()

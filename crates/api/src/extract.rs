@@ -60,6 +60,26 @@ impl<T: JsonBody> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// A body that may be left out: no `Content-Type` and no bytes mean none (`POST
+/// .../pause` with or without a note).
+impl<T: JsonBody> axum::extract::OptionalFromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Option<Self>, ApiError> {
+        let empty = req.headers().get(header::CONTENT_TYPE).is_none()
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            return Ok(None);
+        }
+        <Self as FromRequest<AppState>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
 /// Most bytes of an oversized body read (and dropped) so that the client, still sending,
 /// gets its 413 instead of a reset connection.
 const DRAIN_BYTES: usize = 64 * 1024 * 1024;

@@ -8,6 +8,7 @@ pub mod intake;
 pub mod openapi;
 pub mod requests;
 pub mod routes;
+pub mod scheduler;
 pub mod startup;
 pub mod state;
 pub mod views;

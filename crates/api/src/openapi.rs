@@ -6,16 +6,22 @@ use utoipa::{Modify, OpenApi};
 use crate::{error::Problem, requests::*, routes::*, views::*};
 use courier_core::JobState;
 use courier_core::domain::{FieldError, Method};
+use courier_core::schedule::{CatchupPolicy, Overlap};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Courier", description = "A self-hosted HTTP job scheduler."),
     paths(create_job, create_batch, get_job, list_executions, list_jobs, cancel_job, retry_job,
-          list_queues, get_queue, healthz, readyz),
+          list_queues, get_queue, create_schedule, put_schedule, patch_schedule, get_schedule,
+          list_schedules, delete_schedule, pause_schedule, resume_schedule, trigger_schedule,
+          backfill_schedule, list_runs, healthz, readyz),
     components(schemas(JobRequest, TargetRequest, BackoffRequest, Method, JobState, BatchRequest, BatchAccepted,
                        JobView, TargetView, BackoffView, LastOutcome, JobPage, ExecutionView, ExecutionList,
-                       QueueView, QueueList, Problem, FieldError, ReadyChecks)),
-    tags((name = "jobs"), (name = "queues"), (name = "health")),
+                       QueueView, QueueList, Problem, FieldError, ReadyChecks, OccurrenceView,
+                       ScheduleRequest, CatchupRequest, SchedulePatch, PauseRequest, BackfillRequest,
+                       ScheduleView, CatchupView, JobTemplateView, ScheduleList, RunView, RunPage,
+                       Overlap, CatchupPolicy)),
+    tags((name = "jobs"), (name = "queues"), (name = "schedules"), (name = "health")),
     modifiers(&ApiKeys)
 )]
 pub struct ApiDoc;
@@ -56,7 +62,14 @@ impl Modify for ApiKeys {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
                 operation.security = Some(vec![SecurityRequirement::new(
                     "api_key",
                     Vec::<String>::new(),

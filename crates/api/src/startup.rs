@@ -30,6 +30,17 @@ impl Application {
     /// Bad URLs, an invalid `outbound.allow` entry, a failing migration or a port that
     /// cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, courier_core::clock::system()).await
+    }
+
+    /// [`Self::build`] with the scheduler's time from `clock` (tests set it).
+    ///
+    /// # Errors
+    /// As [`Self::build`].
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: courier_core::clock::SharedClock,
+    ) -> anyhow::Result<Self> {
         let secrets = Arc::new(SecretBox::from_settings(&settings.secrets)?);
         let outbound = Arc::new(OutboundPolicy::from_settings(&settings.outbound)?);
         let db = db::connect_lazy(&settings.database)?;
@@ -43,8 +54,17 @@ impl Application {
         let settings = Arc::new(settings);
         let dispatcher = courier_core::maintenance::Dispatcher::new(db.clone(), queue.clone());
         let intake = crate::intake::Intake::spawn(db.clone(), dispatcher);
+        let scheduler = crate::scheduler::Scheduler::new(
+            db.clone(),
+            queue.clone(),
+            secrets.clone(),
+            clock.clone(),
+            settings.scheduler.clone(),
+        );
         let state = AppState {
             auth: Arc::new(crate::auth::Authenticator::new(&settings.auth)),
+            clock,
+            scheduler,
             secrets,
             db,
             intake,
@@ -77,7 +97,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let background = self.state.maintenance().spawn(&stop, true);
+        let mut background = self.state.maintenance().spawn(&stop, true);
+        if self.state.settings.scheduler.enabled {
+            background.push(tokio::spawn(self.state.scheduler.clone().run(stop.clone())));
+        }
         let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
         let stopping = stop.clone();
         let signal = async move {

@@ -24,6 +24,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// SSRF protection's allow-list, to refuse internal targets at submission.
     pub outbound: Arc<OutboundPolicy>,
+    /// Where time comes from (tests set it).
+    pub clock: courier_core::clock::SharedClock,
+    /// Fires schedules: the loop it runs, and triggers and backfills.
+    pub scheduler: crate::scheduler::Scheduler,
 }
 
 impl AppState {

@@ -2,6 +2,7 @@
 //! operation), the PostgreSQL repository that is the system of record, settings and
 //! telemetry. The API and the worker are thin layers over this crate.
 
+pub mod clock;
 pub mod crypto;
 pub mod db;
 pub mod domain;
@@ -9,6 +10,7 @@ pub mod maintenance;
 pub mod outbound;
 pub mod queue;
 pub mod repo;
+pub mod schedule;
 pub mod settings;
 pub mod signing;
 pub mod telemetry;

@@ -22,6 +22,20 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     pub signing: SigningSettings,
     pub secrets: SecretSettings,
+    pub scheduler: SchedulerSettings,
+}
+
+/// The scheduler that runs recurring schedules, in every API process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// Run the scheduler in this API process.
+    pub enabled: bool,
+    /// An occurrence more than this late was missed (no scheduler ran at its time); its
+    /// schedule's catch-up policy decides whether it fires. Later ones are merely late.
+    pub misfire_grace_ms: u64,
+    /// Most schedules decided in one transaction.
+    pub batch: usize,
 }
 
 /// The API's listener and request limits.
@@ -263,6 +277,11 @@ queues = {}
 [secrets]
 encryption_key = ""
 previous_encryption_keys = []
+
+[scheduler]
+enabled = true
+misfire_grace_ms = 10_000
+batch = 200
 "#;
 
 impl Settings {

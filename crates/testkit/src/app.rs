@@ -18,30 +18,48 @@ pub struct TestApp {
     pub client: Client,
     /// An `admin` key made for this app.
     pub api_key: String,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestApp {
     /// Builds and starts the API with `settings`.
     pub async fn spawn(settings: Settings) -> Self {
+        Self::spawn_with_clock(settings, courier_core::clock::system()).await
+    }
+
+    /// Builds and starts the API with `settings`, its scheduler on `clock`.
+    pub async fn spawn_with_clock(
+        settings: Settings,
+        clock: courier_core::clock::SharedClock,
+    ) -> Self {
         // Logs are shown by the test runner only when a test fails.
         courier_core::telemetry::init(&settings.telemetry);
-        let app = Application::build(settings).await.expect("build the api");
+        let app = Application::build_with_clock(settings, clock)
+            .await
+            .expect("build the api");
         let api_key = keys::create_key(&app.state().db, "test-app", keys::Scope::Admin, None)
             .await
             .expect("create an API key")
             .secret;
         let base = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
+        let done = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
         Self {
             base,
             client: crate::env::client_with_key(&api_key),
             api_key,
-            _stop: stop,
+            stop,
+            done,
         }
+    }
+
+    /// Shuts the API down (its scheduler and upkeep loops too) and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -57,6 +75,22 @@ impl TestApp {
             .send()
             .await
             .expect("post");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends `method` to `path` with `body` as JSON (none when `Null`).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if !body.is_null() {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("send");
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }

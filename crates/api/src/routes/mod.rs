@@ -3,6 +3,7 @@
 mod health;
 mod jobs;
 mod queues;
+mod schedules;
 
 use axum::{Router, http::StatusCode, response::Response};
 
@@ -14,12 +15,18 @@ pub use jobs::{
     __path_list_executions, __path_list_jobs, __path_retry_job,
 };
 pub use queues::{__path_get_queue, __path_list_queues};
+pub use schedules::{
+    __path_backfill_schedule, __path_create_schedule, __path_delete_schedule, __path_get_schedule,
+    __path_list_runs, __path_list_schedules, __path_patch_schedule, __path_pause_schedule,
+    __path_put_schedule, __path_resume_schedule, __path_trigger_schedule,
+};
 
 /// Every route of the API.
 pub fn api_router(state: AppState) -> Router {
     Router::new()
         .merge(jobs::router())
         .merge(queues::router())
+        .merge(schedules::router())
         .merge(health::router())
         .route("/openapi.json", axum::routing::get(crate::openapi::serve))
         .fallback(not_found)

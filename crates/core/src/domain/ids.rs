@@ -1,5 +1,5 @@
-//! Names and ids: a job's id, an attempt's fencing token and a queue's name, valid by
-//! construction.
+//! Names and ids: a job's id, an attempt's fencing token, a queue's and a schedule's
+//! name, valid by construction.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -106,25 +106,79 @@ impl std::fmt::Display for QueueName {
     }
 }
 
-/// Stored queue names were valid when written: PostgreSQL's `CHECK` keeps them so.
-impl sqlx::Type<sqlx::Postgres> for QueueName {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+/// A schedule's name: `[A-Za-z0-9_.-]{1,128}`, unique; the API addresses schedules by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ScheduleName(String);
+
+impl ScheduleName {
+    /// # Errors
+    /// What is wrong with the name.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok = (1..=128).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must be 1 to 128 characters of A-Z, a-z, 0-9, '_', '.' and '-'".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-impl sqlx::Decode<'_, sqlx::Postgres> for QueueName {
-    fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
-        let raw = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
-        Ok(Self::parse(raw)?)
+impl TryFrom<String> for ScheduleName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value)
     }
 }
 
-impl sqlx::Encode<'_, sqlx::Postgres> for QueueName {
-    fn encode_by_ref(
-        &self,
-        buf: &mut sqlx::postgres::PgArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.0.as_str(), buf)
+impl From<ScheduleName> for String {
+    fn from(value: ScheduleName) -> Self {
+        value.0
     }
 }
+
+impl std::fmt::Display for ScheduleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// PostgreSQL `text` for a name newtype: stored names were valid when written (a
+/// `CHECK` keeps them so) and are parsed again on the way out.
+macro_rules! text_column {
+    ($name:ty) => {
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <String as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+        }
+
+        impl sqlx::Decode<'_, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'_>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let raw = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(Self::parse(raw)?)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+    };
+}
+
+text_column!(QueueName);
+text_column!(ScheduleName);

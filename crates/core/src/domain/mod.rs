@@ -16,9 +16,11 @@ mod state;
 mod target;
 
 pub use backoff::Backoff;
-pub use ids::{JobId, QueueName, Token};
+pub use ids::{JobId, QueueName, ScheduleName, Token};
 pub use parse::{FieldError, Problems};
 pub use redact::{REDACTED, is_secret_header};
-pub use spec::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_MS, JobSpec, Labels, NewJob, Priority};
+pub use spec::{
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_MS, JobSpec, Labels, NewJob, Occurrence, Priority,
+};
 pub use state::JobState;
 pub use target::{Method, Target, TargetUrl};

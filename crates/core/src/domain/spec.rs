@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Backoff, JobId, QueueName, Target};
+use super::{Backoff, JobId, QueueName, ScheduleName, Target};
 
 /// 0 (lowest, the default) to 9 (highest).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -79,6 +79,18 @@ pub struct JobSpec {
     pub retry_on_status: Vec<u16>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub follow_redirects: bool,
+    /// The schedule occurrence that made this job, told to the target in
+    /// `X-Courier-Schedule` and `X-Courier-Occurrence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurrence: Option<Occurrence>,
+}
+
+/// One occurrence of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occurrence {
+    pub schedule: ScheduleName,
+    /// The occurrence's time in the schedule's calendar.
+    pub at: DateTime<Utc>,
 }
 
 /// SPEC 2's default timeout.
@@ -113,6 +125,7 @@ impl JobSpec {
             priority: Priority::default(),
             retry_on_status: Vec::new(),
             follow_redirects: false,
+            occurrence: None,
         }
     }
 

@@ -178,6 +178,22 @@ impl Target {
         }
     }
 
+    /// Seals again, for `to`, the secret header values sealed for `from` (a schedule's
+    /// template becoming a job).
+    ///
+    /// # Errors
+    /// The name of a secret header whose value does not open, and why.
+    pub fn reseal(
+        &mut self,
+        secrets: &SecretBox,
+        from: &str,
+        to: &str,
+    ) -> Result<(), (String, SealError)> {
+        self.headers = self.opened_headers(secrets, from)?;
+        self.seal_secrets(secrets, to);
+        Ok(())
+    }
+
     /// The headers to send: secret values opened.
     ///
     /// # Errors

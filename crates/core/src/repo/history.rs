@@ -295,7 +295,11 @@ async fn write_ends(
 }
 
 /// Fills in, for jobs the API cancelled while their call ran, that call as their last
-/// outcome (the cancellation's own state and finish time stay).
+/// outcome (the cancellation's own state and finish time stay). The worker hears of a
+/// cancellation from Redis before the cancelling transaction commits, so a job still
+/// `running` here is waited for (its row is locked by that transaction) and then seen
+/// as cancelled; were the transaction to roll back, the aborted call is still the
+/// job's latest outcome.
 async fn fill_cancelled_outcomes(
     db: impl sqlx::PgExecutor<'_>,
     updates: &[&JobUpdate],
@@ -314,7 +318,7 @@ async fn fill_cancelled_outcomes(
         "UPDATE jobs SET last_status_code = NULL, last_error = u.error, last_duration_ms = u.duration,
                 updated_at = now()
          FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::int4[]) AS u(id, token, error, duration)
-         WHERE jobs.id = u.id AND jobs.state = 'cancelled' AND jobs.token <= u.token",
+         WHERE jobs.id = u.id AND jobs.state IN ('running', 'cancelled') AND jobs.token <= u.token",
         &ids,
         &tokens as &[Token],
         &errors as &[Option<&str>],

@@ -6,6 +6,7 @@
 //! - [`dispatch_outbox`]: committed jobs that may not have reached Redis yet;
 //! - [`history`] and [`executions`]: workers' batched writes, and attempts read back;
 //! - [`queue_counts`]: depth per queue;
+//! - [`schedules`]: schedules and their runs;
 //! - [`upkeep`]: the queries of reconciliation, recovery and retention;
 //! - [`keys`]: API keys.
 
@@ -16,6 +17,7 @@ mod jobs;
 pub mod keys;
 mod queue_counts;
 mod rows;
+pub mod schedules;
 mod upkeep;
 
 pub use dispatch_outbox::*;

@@ -200,6 +200,15 @@ impl HttpCaller {
         }
         set("x-courier-job-id", &id);
         set("x-courier-attempt", &job.attempt.to_string());
+        if let Some(occurrence) = &job.spec.occurrence {
+            set("x-courier-schedule", occurrence.schedule.as_str());
+            set(
+                "x-courier-occurrence",
+                &occurrence
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            );
+        }
         Ok(headers)
     }
 

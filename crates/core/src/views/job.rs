@@ -1,18 +1,18 @@
-//! What the API answers with, and what its clients (the `courier` CLI, callbacks) read
-//! back. Secret header values are redacted here, the one place jobs are turned into
-//! answers.
+//! Jobs and their executions, as the API shows them. Secret header values are redacted
+//! here, the one place jobs are turned into answers.
 
 use std::collections::BTreeMap;
 
-use crate::{
-    JobState,
-    domain::Method,
-    repo::{ExecutionRow, JobRow, QueueDepth},
-};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::{
+    JobState,
+    domain::{Backoff, Method, Target},
+    repo::{ExecutionRow, JobRow},
+};
 
 /// The ids of an accepted batch, in request order.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -38,6 +38,8 @@ pub struct JobView {
     pub retry_on_status: Vec<u16>,
     pub follow_redirects: bool,
     pub labels: BTreeMap<String, String>,
+    /// The schedule occurrence that made this job, if one did.
+    pub schedule: Option<OccurrenceView>,
     /// When the next attempt may start; absent once the job is terminal or running.
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The outcome of the latest finished attempt.
@@ -56,12 +58,46 @@ pub struct TargetView {
     pub body: String,
 }
 
+impl TargetView {
+    pub fn new(target: &Target) -> Self {
+        Self {
+            url: target.url.as_str().to_owned(),
+            method: target.method,
+            headers: target
+                .redacted_headers()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+            body: target.body.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BackoffView {
     pub initial_ms: u64,
     pub max_ms: u64,
     pub multiplier: f64,
     pub jitter: bool,
+}
+
+impl From<&Backoff> for BackoffView {
+    fn from(b: &Backoff) -> Self {
+        Self {
+            initial_ms: b.initial_ms,
+            max_ms: b.max_ms,
+            multiplier: b.multiplier,
+            jitter: b.jitter,
+        }
+    }
+}
+
+/// A schedule's occurrence.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OccurrenceView {
+    /// The schedule's name.
+    pub name: String,
+    /// The occurrence's time in the schedule's calendar.
+    pub occurrence: DateTime<Utc>,
 }
 
 /// The latest attempt's result.
@@ -81,29 +117,19 @@ impl JobView {
             queue: row.queue.to_string(),
             state,
             priority: spec.priority.get(),
-            target: TargetView {
-                url: spec.target.url.as_str().to_owned(),
-                method: spec.target.method,
-                headers: spec
-                    .target
-                    .redacted_headers()
-                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                    .collect(),
-                body: spec.target.body.clone(),
-            },
+            target: TargetView::new(&spec.target),
             timeout_ms: spec.timeout_ms,
             max_attempts: spec.max_attempts,
             attempts: row.attempts.max(0) as u32,
             round: row.round.max(1) as u32,
-            backoff: BackoffView {
-                initial_ms: spec.backoff.initial_ms,
-                max_ms: spec.backoff.max_ms,
-                multiplier: spec.backoff.multiplier,
-                jitter: spec.backoff.jitter,
-            },
+            backoff: BackoffView::from(&spec.backoff),
             retry_on_status: spec.retry_on_status.clone(),
             follow_redirects: spec.follow_redirects,
             labels: row.labels.0.clone(),
+            schedule: spec.occurrence.as_ref().map(|o| OccurrenceView {
+                name: o.schedule.to_string(),
+                occurrence: o.at,
+            }),
             next_attempt_at: matches!(state, JobState::Scheduled | JobState::Queued)
                 .then_some(row.run_at),
             last_outcome: row.last_duration_ms.map(|duration| LastOutcome {
@@ -170,40 +196,4 @@ impl From<ExecutionRow> for ExecutionView {
 pub struct ExecutionList {
     pub job_id: Uuid,
     pub executions: Vec<ExecutionView>,
-}
-
-/// Depth of one queue.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QueueView {
-    pub name: String,
-    pub scheduled: i64,
-    pub queued: i64,
-    pub running: i64,
-    pub dead: i64,
-    pub succeeded_last_hour: i64,
-    pub dead_last_hour: i64,
-    /// Seconds the longest-waiting queued job has been due; 0 when none is queued.
-    pub oldest_queued_age_seconds: f64,
-}
-
-impl QueueView {
-    pub fn new(depth: QueueDepth, now: DateTime<Utc>) -> Self {
-        Self {
-            name: depth.queue.to_string(),
-            scheduled: depth.scheduled,
-            queued: depth.queued,
-            running: depth.running,
-            dead: depth.dead,
-            succeeded_last_hour: depth.succeeded_last_hour,
-            dead_last_hour: depth.dead_last_hour,
-            oldest_queued_age_seconds: depth.oldest_queued_since.map_or(0.0, |since| {
-                ((now - since).num_milliseconds().max(0) as f64) / 1000.0
-            }),
-        }
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QueueList {
-    pub queues: Vec<QueueView>,
 }

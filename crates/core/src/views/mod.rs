@@ -1,0 +1,10 @@
+//! What the API answers with, and what its clients (the `courier` CLI, callbacks) read
+//! back: one module per resource.
+
+mod job;
+mod queue;
+mod schedule;
+
+pub use job::*;
+pub use queue::*;
+pub use schedule::*;
