@@ -226,6 +226,8 @@ pub struct Deployment {
     workers: Vec<Proc>,
     courier: Option<TestEnv>,
     logs: PathBuf,
+    /// Flow limits for BullMQ workers started from now on (`limit_flow`).
+    bullmq_limits: Vec<(&'static str, String)>,
 }
 
 impl Deployment {
@@ -289,6 +291,7 @@ impl Deployment {
             workers: Vec::new(),
             courier,
             logs: logs.to_owned(),
+            bullmq_limits: Vec::new(),
         })
     }
 
@@ -315,19 +318,57 @@ impl Deployment {
                 json!({"every_ms": every_ms, "job": {"url": url, "method": "POST", "attempts": 3}}),
             ),
         };
-        let client = reqwest::Client::new();
-        let mut request = client
-            .put(format!("http://{}{path}", self.endpoint.addr))
-            .json(&body);
+        self.send(reqwest::Method::PUT, &path, &body).await
+    }
+
+    /// Sends `body` to `path` of the system's API (with Courier's key); fails unless it
+    /// answers 2xx.
+    async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<()> {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("http://{}{path}", self.endpoint.addr))
+            .json(body);
         if let Some(auth) = &self.endpoint.authorization {
             request = request.header("authorization", auth);
         }
         let response = request.send().await?;
         anyhow::ensure!(
             response.status().is_success(),
-            "defining schedule {id}: {}",
-            response.status()
+            "{path}: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
         );
+        Ok(())
+    }
+
+    /// Limits the benchmark queue to `per_second` calls started a second, and the
+    /// calls in flight to `concurrency`: Courier's on the queue (rate) and the flow key
+    /// `bench-key` (concurrency), BullMQ's for the workers started after this (a worker
+    /// rate limiter, and the queue's global concurrency).
+    pub async fn limit_flow(&mut self, per_second: u64, concurrency: u64) -> anyhow::Result<()> {
+        let requests = match self.system {
+            System::Courier => vec![
+                (
+                    reqwest::Method::PATCH,
+                    format!("/v1/queues/{QUEUE}/settings"),
+                    json!({"rate": {"per_second": per_second}}),
+                ),
+                (
+                    reqwest::Method::PUT,
+                    "/v1/flow-keys/bench-key".to_owned(),
+                    json!({"max_concurrency": concurrency}),
+                ),
+            ],
+            System::Bullmq => {
+                self.bullmq_limits = vec![
+                    ("LIMIT_PER_SECOND", per_second.to_string()),
+                    ("GLOBAL_CONCURRENCY", concurrency.to_string()),
+                ];
+                vec![]
+            }
+        };
+        for (method, path, body) in requests {
+            self.send(method, &path, &body).await?;
+        }
         Ok(())
     }
 
@@ -361,7 +402,11 @@ impl Deployment {
                 let worker = Proc::spawn(
                     Path::new("node"),
                     &[&peer_dir().join("worker.js").display().to_string()],
-                    &bullmq_env(&self.redis_url, &[("CONCURRENCY", &concurrency)]),
+                    &bullmq_env(&self.redis_url, &{
+                        let mut vars = vec![("CONCURRENCY", concurrency.as_str())];
+                        vars.extend(self.bullmq_limits.iter().map(|(k, v)| (*k, v.as_str())));
+                        vars
+                    }),
                     self.logs.join(format!("bullmq-worker-{n}.log")),
                 )?;
                 worker

@@ -2,11 +2,13 @@
 // of the setup Courier replaces.
 //
 // Env: REDIS_URL (default redis://127.0.0.1:6379), QUEUE (default "bench"),
-//      CONCURRENCY (default 100).
+//      CONCURRENCY (default 100); for flow control, LIMIT_PER_SECOND (a rate limiter
+//      on the queue's workers) and GLOBAL_CONCURRENCY (the queue's jobs in flight
+//      across every worker), both unset by default.
 // Prints "ready" to stdout once connected to Redis. SIGTERM/SIGINT: finishes the
 // jobs in hand (worker.close()), then exits 0.
 
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import IORedis from 'ioredis';
 import { Agent, setGlobalDispatcher } from 'undici';
 
@@ -16,6 +18,9 @@ const CONCURRENCY = Number(process.env.CONCURRENCY || 100);
 if (!Number.isInteger(CONCURRENCY) || CONCURRENCY < 1) {
   throw new Error(`CONCURRENCY must be a positive integer, got ${process.env.CONCURRENCY}`);
 }
+
+const LIMIT_PER_SECOND = Number(process.env.LIMIT_PER_SECOND || 0);
+const GLOBAL_CONCURRENCY = Number(process.env.GLOBAL_CONCURRENCY || 0);
 
 const CALL_TIMEOUT_MS = 90_000;
 
@@ -68,7 +73,20 @@ const connection = new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
 // 30 s with automatic renewal) is left at BullMQ's defaults, which the docs say
 // normally need no change ("Stalled Jobs"). No removeOnComplete/removeOnFail:
 // history is kept, as Courier keeps its own in PostgreSQL.
-const worker = new Worker(QUEUE, call, { connection, concurrency: CONCURRENCY });
+// Flow control, when asked for: BullMQ's rate limiter ("Rate limiting": max jobs per
+// duration, across the queue's workers) and global concurrency ("Global Concurrency":
+// jobs in flight across every worker), the open-source counterparts of a queue's
+// limits; per-key groups are BullMQ Pro's.
+if (GLOBAL_CONCURRENCY > 0) {
+  const queue = new Queue(QUEUE, { connection });
+  await queue.setGlobalConcurrency(GLOBAL_CONCURRENCY);
+  await queue.close();
+}
+const worker = new Worker(QUEUE, call, {
+  connection,
+  concurrency: CONCURRENCY,
+  ...(LIMIT_PER_SECOND > 0 ? { limiter: { max: LIMIT_PER_SECOND, duration: 1000 } } : {}),
+});
 
 // "Going to production" -> Log errors.
 worker.on('error', (err) => console.error('worker error:', err.message));

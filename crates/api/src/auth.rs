@@ -153,6 +153,21 @@ impl Caller {
         }
     }
 
+    /// 403 unless this caller's key has the `admin` scope (or authentication is off):
+    /// operators' changes (a queue's pause and limits, flow keys) need it.
+    ///
+    /// # Errors
+    /// A key of a lower scope.
+    pub fn check_admin(&self, what: &str) -> Result<(), ApiError> {
+        match self.key.as_deref() {
+            Some(key) if key.scope < Scope::Admin => Err(ApiError::Forbidden(format!(
+                "{what} needs an API key of scope \"admin\"; this one has {:?}",
+                key.scope.as_str()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The queues this caller is limited to, if it is.
     pub fn queues(&self) -> Option<&[String]> {
         self.key.as_deref().and_then(|k| k.queues.as_deref())

@@ -12,7 +12,8 @@ use courier_core::schedule::{CatchupPolicy, Overlap};
 #[openapi(
     info(title = "Courier", description = "A self-hosted HTTP job scheduler."),
     paths(create_job, create_batch, get_job, list_executions, list_jobs, cancel_job, retry_job,
-          list_queues, get_queue, create_schedule, put_schedule, patch_schedule, get_schedule,
+          list_queues, get_queue, get_queue_settings, patch_queue_settings, pause_queue, resume_queue,
+          list_flow_keys, get_flow_key, put_flow_key, delete_flow_key, create_schedule, put_schedule, patch_schedule, get_schedule,
           list_schedules, delete_schedule, pause_schedule, resume_schedule, trigger_schedule,
           backfill_schedule, list_runs, healthz, readyz),
     components(schemas(JobRequest, TargetRequest, BackoffRequest, Method, JobState, BatchRequest, BatchAccepted,
@@ -20,8 +21,9 @@ use courier_core::schedule::{CatchupPolicy, Overlap};
                        QueueView, QueueList, Problem, FieldError, ReadyChecks, OccurrenceView,
                        ScheduleRequest, CatchupRequest, SchedulePatch, PauseRequest, BackfillRequest,
                        ScheduleView, CatchupView, JobTemplateView, ScheduleList, RunView, RunPage,
-                       Overlap, CatchupPolicy)),
-    tags((name = "jobs"), (name = "queues"), (name = "schedules"), (name = "health")),
+                       Overlap, CatchupPolicy, QueueSettingsPatch, RateRequest, FlowKeyRequest,
+                       QueueSettingsView, RateView, FlowKeyView, FlowKeyQueueView, FlowKeyList, FlowKeyLimitsView)),
+    tags((name = "jobs"), (name = "queues"), (name = "flow-keys"), (name = "schedules"), (name = "health")),
     modifiers(&ApiKeys)
 )]
 pub struct ApiDoc;

@@ -80,6 +80,42 @@ impl Reply {
 struct Recorder {
     received: Mutex<Vec<Received>>,
     script: Mutex<HashMap<String, VecDeque<Reply>>>,
+    /// Per path: requests being answered now, and the most there ever were at once.
+    concurrency: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+/// Counts a request as in progress on its path until dropped (a request whose client
+/// goes away is dropped too).
+struct InProgress {
+    recorder: Arc<Recorder>,
+    path: String,
+}
+
+impl InProgress {
+    fn start(recorder: &Arc<Recorder>, path: &str) -> Self {
+        let mut all = recorder.concurrency.lock().unwrap();
+        let (now, most) = all.entry(path.to_owned()).or_default();
+        *now += 1;
+        *most = (*most).max(*now);
+        Self {
+            recorder: recorder.clone(),
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self
+            .recorder
+            .concurrency
+            .lock()
+            .unwrap()
+            .get_mut(&self.path)
+        {
+            *now -= 1;
+        }
+    }
 }
 
 /// A recording target server; stops when dropped.
@@ -138,6 +174,18 @@ impl Target {
     pub fn count(&self) -> usize {
         self.recorder.received.lock().unwrap().len()
     }
+
+    /// The most requests to `path` that were being answered at the same time.
+    pub fn max_concurrent(&self, path: &str) -> usize {
+        let all = self.recorder.concurrency.lock().unwrap();
+        all.get(path).map_or(0, |(_, most)| *most)
+    }
+
+    /// Requests to `path` being answered now.
+    pub fn concurrent(&self, path: &str) -> usize {
+        let all = self.recorder.concurrency.lock().unwrap();
+        all.get(path).map_or(0, |(now, _)| *now)
+    }
 }
 
 async fn handle(
@@ -148,6 +196,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
+    let _in_progress = InProgress::start(&recorder, &path);
     recorder.received.lock().unwrap().push(Received {
         method,
         path: path.clone(),

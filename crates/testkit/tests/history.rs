@@ -140,6 +140,7 @@ async fn a_refused_record_in_a_dead_workers_journal_does_not_hold_back_the_other
             token: job.token,
             priority: 0,
             completion: Completion::Done,
+            key_pause_until: None,
             record,
         })
         .collect();

@@ -99,6 +99,7 @@ fn ending<'a>(job: &courier_core::queue::Leased, record: &'a str) -> Ending<'a> 
         token: job.token,
         priority: 0,
         completion: Completion::Done,
+        key_pause_until: None,
         record,
     }
 }

@@ -27,6 +27,8 @@ pub struct Finish {
     pub token: Token,
     pub priority: u8,
     pub completion: Completion,
+    /// Until when the job's flow key waits (a `Retry-After` on 429 or 503).
+    pub key_pause_until: Option<chrono::DateTime<chrono::Utc>>,
     /// The attempt's record as JSON, kept in Redis's outbox until PostgreSQL has it.
     pub record: String,
     /// When to stop trying.
@@ -91,6 +93,7 @@ async fn end_all(queue: &RedisQueue, name: &QueueName, mut waiting: Vec<Waiting>
                 token: w.finish.token,
                 priority: w.finish.priority,
                 completion: w.finish.completion,
+                key_pause_until: w.finish.key_pause_until,
                 record: &w.finish.record,
             })
             .collect();

@@ -42,6 +42,9 @@ pub struct Verdict {
     pub state: JobState,
     /// When the next attempt may start, for a retry.
     pub retry_at: Option<DateTime<Utc>>,
+    /// Until when the job's flow key waits: a 429 or 503 with `Retry-After` on a keyed
+    /// job holds back every call of the key, not only this job's.
+    pub key_pause_until: Option<DateTime<Utc>>,
     pub status_code: Option<u16>,
     pub error: Option<String>,
 }
@@ -93,13 +96,19 @@ pub fn judge(
             (Outcome::Failed, None, Some(e.clone()), false, None)
         }
     };
+    // A target's Retry-After is capped like the job's own wait: a target cannot park a
+    // key for longer than the backoff's maximum.
+    let capped = retry_after.map(|ra| ra.min(spec.backoff.max()));
+    let key_pause_until = match (status_code, capped) {
+        (Some(429 | 503), Some(wait)) if spec.flow_key.is_some() => {
+            Some(now + chrono::Duration::from_std(wait).unwrap_or_default())
+        }
+        _ => None,
+    };
     let (state, retry_at) = if outcome == Outcome::Succeeded {
         (JobState::Succeeded, None)
     } else if retryable && attempt < spec.max_attempts {
-        let wait = retry_after.map_or_else(
-            || spec.backoff.delay(attempt, rng),
-            |ra| ra.min(spec.backoff.max()),
-        );
+        let wait = capped.unwrap_or_else(|| spec.backoff.delay(attempt, rng));
         let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
         (
             if wait.is_zero() {
@@ -116,6 +125,7 @@ pub fn judge(
         outcome,
         state,
         retry_at,
+        key_pause_until,
         status_code,
         error,
     }
@@ -185,7 +195,7 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
                     update: Some(attempt_ended(job.id, job.token, job.attempt, verdict.state, verdict.retry_at, last)),
                 };
                 let completion = verdict.retry_at.map_or(Completion::Done, Completion::RetryAt);
-                let applied = complete(&ctx, &job.queue, &job, completion, &end).await;
+                let applied = complete(&ctx, &job, completion, verdict.key_pause_until, &end).await;
                 // Every attempt is in job_executions; the log keeps what needs a look. A line
                 // per success would be a write per job (20,000 a second at full speed).
                 if verdict.outcome == Outcome::Succeeded && applied {
@@ -240,6 +250,7 @@ pub async fn reject_unreadable(ctx: Arc<Context>, queue: courier_core::QueueName
         token: job.token,
         priority: 0,
         completion: Completion::Done,
+        key_pause_until: None,
         record: &json,
     }];
     let applied = matches!(
@@ -338,18 +349,19 @@ fn attempt_ended(
 /// [`COMPLETE_PATIENCE`] (the result is then recorded as stale and the job runs again).
 async fn complete(
     ctx: &Context,
-    queue: &courier_core::QueueName,
     job: &Leased,
     completion: Completion,
+    key_pause_until: Option<DateTime<Utc>>,
     end: &AttemptEnd,
 ) -> bool {
     ctx.completer
         .finish(Finish {
-            queue: queue.clone(),
+            queue: job.queue.clone(),
             id: job.id,
             token: job.token,
             priority: job.spec.priority.get(),
             completion,
+            key_pause_until,
             record: serde_json::to_string(end).expect("an attempt's end serialises"),
             give_up: std::time::Instant::now() + COMPLETE_PATIENCE.max(ctx.lease),
         })
@@ -452,5 +464,26 @@ mod tests {
         assert_eq!(v.retry_at, Some(now + chrono::Duration::seconds(2)));
         let v = judge(&s, 1, &answered(503, Some(3600)), now, &mut rand::rng());
         assert_eq!(v.retry_at, Some(now + chrono::Duration::seconds(10)));
+        assert_eq!(v.key_pause_until, None, "a job without a key pauses no key");
+    }
+
+    #[test]
+    fn retry_after_on_429_or_503_pauses_a_keyed_jobs_key() {
+        let now = Utc::now();
+        let mut s = spec(1, vec![]);
+        s.flow_key = Some(courier_core::domain::FlowKey::parse("tenant-1").unwrap());
+        let pause =
+            |status, ra| judge(&s, 1, &answered(status, ra), now, &mut rand::rng()).key_pause_until;
+        // Even on its last attempt (the job ends dead, the key still waits).
+        assert_eq!(
+            pause(429, Some(2)),
+            Some(now + chrono::Duration::seconds(2))
+        );
+        assert_eq!(
+            pause(503, Some(3600)),
+            Some(now + chrono::Duration::seconds(10))
+        );
+        assert_eq!(pause(500, Some(2)), None);
+        assert_eq!(pause(429, None), None);
     }
 }

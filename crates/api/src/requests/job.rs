@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     Settings,
     domain::{
-        DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_MS, FieldError, JobId, JobSpec, Method, NewJob,
-        Priority, Problems, QueueName,
+        DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_MS, FieldError, FlowKey, JobId, JobSpec, Method,
+        NewJob, Priority, Problems, QueueName,
         parse::{self, TargetInput},
     },
     outbound::OutboundPolicy,
@@ -43,6 +43,10 @@ pub struct JobRequest {
     pub retry_on_status: Option<Vec<i64>>,
     /// Follow redirects (up to 10); off by default, when a 3xx ends the job as dead.
     pub follow_redirects: Option<bool>,
+    /// `[A-Za-z0-9_.:-]{1,128}`: the flow key (a tenant, the target's host) whose rate and
+    /// concurrency limits this job's calls count against; see `PUT /v1/flow-keys/{key}`.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
+    pub flow_key: Option<String>,
 }
 
 /// The call to make.
@@ -153,6 +157,10 @@ impl JobRequest {
         );
         let labels = parse::labels(p, self.labels);
         let retry_on_status = parse::retry_statuses(p, self.retry_on_status);
+        let flow_key = self
+            .flow_key
+            .as_deref()
+            .and_then(|key| p.check("flow_key", FlowKey::parse(key)));
         let mut spec = JobSpec::new(target?);
         spec.timeout_ms = timeout_ms;
         spec.max_attempts = max_attempts;
@@ -160,6 +168,7 @@ impl JobRequest {
         spec.priority = priority;
         spec.retry_on_status = retry_on_status;
         spec.follow_redirects = self.follow_redirects.unwrap_or(false);
+        spec.flow_key = flow_key;
         Some((queue?, spec, labels))
     }
 

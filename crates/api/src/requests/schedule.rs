@@ -12,11 +12,11 @@ use courier_core::{
         CalendarSource, Catchup, CatchupPolicy, DEFAULT_CATCHUP, JobTemplate, Overlap, ScheduleDef,
     },
 };
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::JobRequest;
+use super::{JobRequest, present};
 use crate::extract::JsonBody;
 
 /// Shortest `every_ms`: a calendar finer than a second is a queue, not a schedule.
@@ -95,11 +95,6 @@ pub struct SchedulePatch {
     pub end_at: Option<Option<String>>,
     pub paused: Option<bool>,
     pub note: Option<String>,
-}
-
-/// `Some(None)` for an explicit `null`, `None` for a field left out.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 /// `POST /v1/schedules/{name}/pause`.

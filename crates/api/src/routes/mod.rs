@@ -1,5 +1,6 @@
 //! The routes, one module per resource, merged in [`api_router`].
 
+mod flow;
 mod health;
 mod jobs;
 mod queues;
@@ -9,6 +10,10 @@ use axum::{Router, http::StatusCode, response::Response};
 
 use crate::{error::problem_response, state::AppState};
 
+pub use flow::{
+    __path_delete_flow_key, __path_get_flow_key, __path_get_queue_settings, __path_list_flow_keys,
+    __path_patch_queue_settings, __path_pause_queue, __path_put_flow_key, __path_resume_queue,
+};
 pub use health::{__path_healthz, __path_readyz, ReadyChecks};
 pub use jobs::{
     __path_cancel_job, __path_create_batch, __path_create_job, __path_get_job,
@@ -26,6 +31,7 @@ pub fn api_router(state: AppState) -> Router {
     Router::new()
         .merge(jobs::router())
         .merge(queues::router())
+        .merge(flow::router())
         .merge(schedules::router())
         .merge(health::router())
         .route("/openapi.json", axum::routing::get(crate::openapi::serve))

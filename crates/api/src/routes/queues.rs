@@ -1,4 +1,4 @@
-//! `/v1/queues`: depth per state, from PostgreSQL.
+//! `/v1/queues`: depth per state, from PostgreSQL, with each queue's pause and limits.
 
 use axum::{
     Json, Router,
@@ -29,12 +29,30 @@ pub async fn list_queues(
     caller: Caller,
 ) -> Result<Json<QueueList>, ApiError> {
     let now = Utc::now();
-    let depths = repo::queue_depths(&state.db, None).await?;
+    let mut depths = repo::queue_depths(&state.db, None).await?;
+    let settings = repo::flow::all_queue_settings(&state.db).await?;
+    // A paused or limited queue is listed even while it has no jobs.
+    for row in &settings {
+        if !depths.iter().any(|d| d.queue == row.queue) {
+            depths.push(repo::QueueDepth::empty(row.queue.clone()));
+        }
+    }
+    depths.sort_by(|a, b| a.queue.cmp(&b.queue));
+    let flow_of = |queue: &QueueName| {
+        settings
+            .iter()
+            .find(|row| row.queue == *queue)
+            .map(repo::flow::QueueSettingsRow::flow)
+            .unwrap_or_default()
+    };
     Ok(Json(QueueList {
         queues: depths
             .into_iter()
             .filter(|d| caller.may_use(d.queue.as_str()))
-            .map(|d| QueueView::new(d, now))
+            .map(|d| {
+                let flow = flow_of(&d.queue);
+                QueueView::new(d, flow, now)
+            })
             .collect(),
     }))
 }
@@ -56,10 +74,14 @@ pub async fn get_queue(
     let queue =
         QueueName::parse(&name).map_err(|m| ApiError::BadRequest(format!("queue name {m}")))?;
     caller.check_queue(queue.as_str())?;
+    let flow = repo::flow::queue_settings(&state.db, &queue)
+        .await?
+        .map(|row| row.flow())
+        .unwrap_or_default();
     let depth = repo::queue_depths(&state.db, Some(&queue))
         .await?
         .into_iter()
         .next()
         .unwrap_or_else(|| repo::QueueDepth::empty(queue));
-    Ok(Json(QueueView::new(depth, Utc::now())))
+    Ok(Json(QueueView::new(depth, flow, Utc::now())))
 }

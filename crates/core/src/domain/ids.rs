@@ -150,6 +150,50 @@ impl std::fmt::Display for ScheduleName {
     }
 }
 
+/// A flow key (SPEC 10), for example a tenant or the target's host: `[A-Za-z0-9_.:-]{1,128}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FlowKey(String);
+
+impl FlowKey {
+    /// # Errors
+    /// What is wrong with the key.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok = (1..=128).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must be 1 to 128 characters of A-Z, a-z, 0-9, '_', '.', ':' and '-'".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for FlowKey {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+}
+
+impl From<FlowKey> for String {
+    fn from(value: FlowKey) -> Self {
+        value.0
+    }
+}
+
+impl std::fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// PostgreSQL `text` for a name newtype: stored names were valid when written (a
 /// `CHECK` keeps them so) and are parsed again on the way out.
 macro_rules! text_column {
@@ -182,3 +226,4 @@ macro_rules! text_column {
 
 text_column!(QueueName);
 text_column!(ScheduleName);
+text_column!(FlowKey);

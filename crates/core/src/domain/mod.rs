@@ -2,12 +2,14 @@
 //! once at the edge so nothing downstream re-checks them.
 //!
 //! - [`ids`]: a job's id and its queue's name;
+//! - [`flow`]: flow control: a queue's pause and limits, and flow keys;
 //! - [`spec`]: what a job asks for, as stored and carried to workers;
 //! - [`parse`]: the rules that turn a submitted job's fields into those values;
 //! - [`target`], [`backoff`], [`state`], [`redact`]: the call, the waits between
 //!   attempts, the life cycle, and which header values are secrets.
 
 mod backoff;
+mod flow;
 mod ids;
 pub mod parse;
 mod redact;
@@ -16,7 +18,8 @@ mod state;
 mod target;
 
 pub use backoff::Backoff;
-pub use ids::{JobId, QueueName, ScheduleName, Token};
+pub use flow::{Limits, MAX_CONCURRENCY, QueueFlow, Rate};
+pub use ids::{FlowKey, JobId, QueueName, ScheduleName, Token};
 pub use parse::{FieldError, Problems};
 pub use redact::{REDACTED, is_secret_header};
 pub use spec::{

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Backoff, JobId, QueueName, ScheduleName, Target};
+use super::{Backoff, FlowKey, JobId, QueueName, ScheduleName, Target};
 
 /// 0 (lowest, the default) to 9 (highest).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -83,6 +83,9 @@ pub struct JobSpec {
     /// `X-Courier-Schedule` and `X-Courier-Occurrence`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occurrence: Option<Occurrence>,
+    /// The flow key whose limits the job's calls count against (SPEC 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_key: Option<FlowKey>,
 }
 
 /// One occurrence of a schedule.
@@ -126,6 +129,7 @@ impl JobSpec {
             retry_on_status: Vec::new(),
             follow_redirects: false,
             occurrence: None,
+            flow_key: None,
         }
     }
 

@@ -7,7 +7,7 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{BATCH, MaintenanceError, repeat};
+use super::{BATCH, FlowMirror, MaintenanceError, repeat};
 use crate::{
     JobId,
     queue::{Dispatch, RedisQueue},
@@ -46,6 +46,11 @@ impl Dispatcher {
         if jobs.is_empty() {
             return false;
         }
+        let queues = jobs.iter().map(|j| &j.borrow().queue);
+        if let Err(e) = self.flow().ensure(queues).await {
+            tracing::warn!(error = %e, jobs = jobs.len(), "cannot mirror flow control yet; the dispatcher will retry");
+            return false;
+        }
         match self.queue.enqueue(jobs).await {
             Ok(_) => true,
             Err(e) => {
@@ -79,12 +84,17 @@ impl Dispatcher {
             return Ok(0);
         }
         let jobs: Vec<Dispatch> = rows.iter().map(repo::JobRow::to_dispatch).collect();
+        self.flow().ensure(jobs.iter().map(|j| &j.queue)).await?;
         self.queue.enqueue(&jobs).await?;
         let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
         repo::mark_dispatched_in(&mut *tx, &ids).await?;
         tx.commit().await?;
         tracing::info!(jobs = ids.len(), "dispatched jobs that had missed redis");
         Ok(ids.len())
+    }
+
+    fn flow(&self) -> FlowMirror {
+        FlowMirror::new(self.db.clone(), self.queue.clone())
     }
 
     /// Runs the outbox pass every `interval` until `stop`.

@@ -7,11 +7,14 @@
 //!   restart changes Redis's `run_id`; AOF `everysec` can lose the last second) and then,
 //!   once, re-dispatches every live job Redis no longer has and drops jobs Redis still
 //!   holds that PostgreSQL has finished;
+//! - [`flow`]: mirrors flow control (queue pauses and limits, flow keys) from
+//!   PostgreSQL into Redis, putting back what Redis lost;
 //! - [`recovery`]: replays journal entries whose worker died before recording them, and
 //!   runs again jobs whose result never reached PostgreSQL;
 //! - [`retention`]: deletes finished jobs past their time (API only).
 
 pub mod dispatch;
+pub mod flow;
 pub mod reconcile;
 pub mod recovery;
 pub mod retention;
@@ -23,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use dispatch::Dispatcher;
+pub use flow::FlowMirror;
 pub use reconcile::{Reconciled, Reconciler};
 pub use recovery::Recovery;
 pub use retention::Retention;
@@ -69,14 +73,23 @@ impl Maintenance {
     }
 
     pub fn reconciler(&self) -> Reconciler {
-        Reconciler::new(self.db.clone(), self.queue.clone(), self.recovery())
+        Reconciler::new(
+            self.db.clone(),
+            self.queue.clone(),
+            self.recovery(),
+            self.flow(),
+        )
+    }
+
+    pub fn flow(&self) -> FlowMirror {
+        FlowMirror::new(self.db.clone(), self.queue.clone())
     }
 
     pub fn retention(&self) -> Retention {
         Retention::new(self.db.clone(), self.settings.retention.clone())
     }
 
-    /// Starts the dispatcher, reconciler and recovery loops (and retention when
+    /// Starts the dispatcher, reconciler, recovery and flow-control mirror loops (and retention when
     /// `retention`); they run until `stop`.
     pub fn spawn(&self, stop: &CancellationToken, retention: bool) -> Vec<JoinHandle<()>> {
         let every = Duration::from_millis(self.settings.server.dispatch_interval_ms);
@@ -84,6 +97,7 @@ impl Maintenance {
             tokio::spawn(self.dispatcher().run(every, stop.clone())),
             tokio::spawn(self.reconciler().run(stop.clone())),
             tokio::spawn(self.recovery().run(stop.clone())),
+            tokio::spawn(self.flow().run(stop.clone())),
         ];
         if retention {
             tasks.push(tokio::spawn(self.retention().run(stop.clone())));

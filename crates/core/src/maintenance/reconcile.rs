@@ -6,10 +6,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{MaintenanceError, Recovery};
+use super::{FlowMirror, MaintenanceError, Recovery};
 use crate::{
     QueueName,
-    queue::{RedisQueue, ScanCursor},
+    queue::{Cancelled, RedisQueue, ScanCursor},
     repo,
 };
 
@@ -32,14 +32,16 @@ pub struct Reconciler {
     db: PgPool,
     queue: RedisQueue,
     recovery: Recovery,
+    flow: FlowMirror,
 }
 
 impl Reconciler {
-    pub fn new(db: PgPool, queue: RedisQueue, recovery: Recovery) -> Self {
+    pub fn new(db: PgPool, queue: RedisQueue, recovery: Recovery, flow: FlowMirror) -> Self {
         Self {
             db,
             queue,
             recovery,
+            flow,
         }
     }
 
@@ -93,14 +95,16 @@ impl Reconciler {
         Ok(Some(done))
     }
 
-    /// Re-dispatches every live job Redis lacks and removes every job Redis holds that
-    /// is not live in PostgreSQL.
+    /// Puts flow control back, then re-dispatches every live job Redis lacks and removes
+    /// every job Redis holds that is not live in PostgreSQL.
     ///
     /// # Errors
     /// PostgreSQL or Redis unreachable.
     pub async fn reconcile(&self) -> Result<Reconciled, MaintenanceError> {
         let mut done = Reconciled::default();
         self.queue.forget_registrations();
+        // Before any job is back: a restored job of a paused queue must find it paused.
+        self.flow.mirror_all_live().await?;
         let mut candidates = Vec::new();
         let mut after = None;
         loop {
@@ -126,8 +130,10 @@ impl Reconciler {
                 }
                 let live = repo::live_among(&self.db, &ids).await?;
                 for id in ids.into_iter().filter(|id| !live.contains(id)) {
-                    self.queue.cancel(&queue, id).await?;
-                    done.removed += 1;
+                    // A keyed job comes twice in a scan; only its first removal counts.
+                    if self.queue.cancel(&queue, id).await? != Cancelled::Absent {
+                        done.removed += 1;
+                    }
                 }
             }
         }

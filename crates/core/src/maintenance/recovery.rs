@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{BATCH, MaintenanceError};
+use super::{BATCH, FlowMirror, MaintenanceError};
 use crate::{
     QueueName,
     queue::{Dispatch, RedisQueue},
@@ -139,6 +139,9 @@ impl Recovery {
                 job
             })
             .collect();
+        FlowMirror::new(self.db.clone(), self.queue.clone())
+            .ensure(lost.iter().map(|j| &j.queue))
+            .await?;
         Ok(self.queue.enqueue(&lost).await?)
     }
 

@@ -32,6 +32,30 @@ pub struct QueueKeys {
     pub journal: String,
     /// Journal entries by the time they were written.
     pub journal_at: String,
+    /// The queue's flow control as mirrored from PostgreSQL: `v` (version), `paused`,
+    /// and `rate`, `burst`, `conc` when set.
+    pub settings: String,
+    /// Flow key -> its limits, "rate,burst,conc" (mirrored from PostgreSQL).
+    pub flow_limits: String,
+    /// Job id -> flow key, for keyed jobs.
+    pub keyof: String,
+    /// Token buckets, "tokens,ms": `q` for the queue, `k:<key>` for each key.
+    pub buckets: String,
+    /// Flow key -> its calls in flight in this queue.
+    pub key_inflight: String,
+    /// Keys with jobs set aside on a limit, scored by when to look again.
+    pub key_blocked: String,
+    /// Flow key -> until when it waits (a 429 or 503 with Retry-After), unix ms.
+    pub key_pause: String,
+    /// The prefix of each key's zset of jobs set aside on its limit (`kwait:<key>`).
+    pub key_wait: String,
+}
+
+impl QueueKeys {
+    /// The zset of `key`'s jobs set aside on its limit.
+    pub fn key_wait_of(&self, key: &str) -> String {
+        format!("{}{key}", self.key_wait)
+    }
 }
 
 impl Keys {
@@ -58,6 +82,14 @@ impl Keys {
             signal: format!("{base}:signal"),
             journal: format!("{base}:journal"),
             journal_at: format!("{base}:journal-at"),
+            settings: format!("{base}:settings"),
+            flow_limits: format!("{base}:flow-limits"),
+            keyof: format!("{base}:keyof"),
+            buckets: format!("{base}:buckets"),
+            key_inflight: format!("{base}:key-inflight"),
+            key_blocked: format!("{base}:key-blocked"),
+            key_pause: format!("{base}:key-pause"),
+            key_wait: format!("{base}:kwait:"),
         }
     }
 

@@ -8,7 +8,7 @@ use chrono::DateTime;
 use redis::{AsyncCommands, aio::MultiplexedConnection};
 
 use super::{
-    QueueError, REGISTER_EVERY, RedisQueue, parse_count, parse_id, parse_token,
+    QueueError, QueueKeys, REGISTER_EVERY, RedisQueue, parse_count, parse_id, parse_token,
     scripts::SCRIPTS,
     types::{
         Cancelled, Completion, Dispatch, Ending, Fetched, Leased, Reaped, Token, Unreadable, Wake,
@@ -43,12 +43,14 @@ impl RedisQueue {
                 .key(&k.jobs)
                 .key(&k.attempts)
                 .key(&k.seq)
-                .key(&k.signal);
+                .key(&k.signal)
+                .key(&k.keyof);
             for job in jobs {
                 call.arg(job.id.to_string())
                     .arg(job.priority)
                     .arg(job.due.timestamp_millis())
                     .arg(job.attempts)
+                    .arg(job.flow_key.as_ref().map_or("", |k| k.as_str()))
                     .arg(&job.payload);
             }
             let n: usize = call.invoke_async(&mut conn).await?;
@@ -89,10 +91,17 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Forgets which queues this process registered, so the next enqueue registers
-    /// them again (after Redis lost its queue set).
+    /// Forgets which queues this process registered and mirrored, so the next enqueue
+    /// registers and mirrors them again (after Redis lost its data).
     pub fn forget_registrations(&self) {
         self.registered.lock().expect("lock poisoned").clear();
+        self.mirrored.lock().expect("lock poisoned").clear();
+    }
+
+    /// Whether this process has mirrored `queue`'s flow control since Redis last lost
+    /// its data (as far as it knows).
+    pub fn is_mirrored(&self, queue: &QueueName) -> bool {
+        self.mirrored.lock().expect("lock poisoned").contains(queue)
     }
 
     /// Every queue that has received a job.
@@ -107,7 +116,9 @@ impl RedisQueue {
             .collect())
     }
 
-    /// Promotes due jobs, then leases up to `count` of the highest priority.
+    /// Promotes due jobs, then leases up to `count` of the highest priority that the
+    /// queue's and their flow keys' limits allow; jobs over a key's limit are set aside
+    /// in the key's own wait, keeping their places.
     ///
     /// # Errors
     /// Redis unreachable, or a reply Courier did not write.
@@ -127,6 +138,14 @@ impl RedisQueue {
             .key(&k.attempts)
             .key(&k.leases)
             .key(&k.seq)
+            .key(&k.settings)
+            .key(&k.flow_limits)
+            .key(&k.keyof)
+            .key(&k.buckets)
+            .key(&k.key_inflight)
+            .key(&k.key_blocked)
+            .key(&k.key_pause)
+            .key(&k.key_wait)
             .arg(count)
             .arg(lease.as_millis() as u64)
             .invoke_async(&mut self.conn())
@@ -215,15 +234,20 @@ impl RedisQueue {
             .key(&k.signal)
             .key(&k.journal)
             .key(&k.journal_at);
+        flow_keys(&mut call, &k);
         for item in items {
             let at = match item.completion {
                 Completion::Done => "-".to_string(),
                 Completion::RetryAt(at) => at.timestamp_millis().to_string(),
             };
+            let pause = item
+                .key_pause_until
+                .map_or(String::new(), |at| at.timestamp_millis().to_string());
             call.arg(item.id.to_string())
                 .arg(item.token.0)
                 .arg(at)
                 .arg(item.priority)
+                .arg(pause)
                 .arg(item.record);
         }
         let applied: Vec<i64> = call.invoke_async(&mut self.conn()).await?;
@@ -260,18 +284,16 @@ impl RedisQueue {
     /// Redis unreachable.
     pub async fn reap(&self, queue: &QueueName, max: usize) -> Result<Vec<Reaped>, QueueError> {
         let k = self.keys.queue(queue);
-        let reply: Vec<String> = SCRIPTS
-            .reap
-            .key(&k.running)
+        let mut call = SCRIPTS.reap.prepare_invoke();
+        call.key(&k.running)
             .key(&k.queued)
             .key(&k.jobs)
             .key(&k.attempts)
             .key(&k.leases)
             .key(&k.seq)
-            .key(&k.signal)
-            .arg(max)
-            .invoke_async(&mut self.conn())
-            .await?;
+            .key(&k.signal);
+        flow_keys(&mut call, &k);
+        let reply: Vec<String> = call.arg(max).invoke_async(&mut self.conn()).await?;
         reply
             .chunks_exact(4)
             .map(|c| {
@@ -302,6 +324,7 @@ impl RedisQueue {
             .key(&k.leases)
             .key(&k.seq)
             .key(&k.signal);
+        flow_keys(&mut call, &k);
         for (id, token, priority) in items {
             call.arg(id.to_string()).arg(token.0).arg(*priority);
         }
@@ -315,14 +338,16 @@ impl RedisQueue {
     /// Redis unreachable.
     pub async fn cancel(&self, queue: &QueueName, id: JobId) -> Result<Cancelled, QueueError> {
         let k = self.keys.queue(queue);
-        let where_: String = SCRIPTS
-            .cancel
-            .key(&k.queued)
+        let mut call = SCRIPTS.cancel.prepare_invoke();
+        call.key(&k.queued)
             .key(&k.scheduled)
             .key(&k.running)
             .key(&k.jobs)
             .key(&k.attempts)
             .key(&k.leases)
+            .key(&k.signal);
+        flow_keys(&mut call, &k);
+        let where_: String = call
             .arg(id.to_string())
             .arg(self.keys.cancel_channel())
             .invoke_async(&mut self.conn())
@@ -333,4 +358,15 @@ impl RedisQueue {
             _ => Cancelled::Absent,
         })
     }
+}
+
+/// The flow-control keys of a script that ends or takes back leases, in the order of
+/// `flow_keys` in `prelude.lua`.
+fn flow_keys(call: &mut redis::ScriptInvocation<'_>, k: &QueueKeys) {
+    call.key(&k.settings)
+        .key(&k.keyof)
+        .key(&k.key_inflight)
+        .key(&k.key_blocked)
+        .key(&k.key_wait)
+        .key(&k.key_pause);
 }

@@ -6,11 +6,13 @@
 //! - [`connection`]: the connections, and Redis's own settings;
 //! - [`lifecycle`]: a job's way through Redis: enqueue, fetch, complete, retry, reap,
 //!   cancel;
+//! - [`flow`]: flow control's settings mirrored from PostgreSQL, and keys' counts;
 //! - [`journal`]: ended attempts' records, kept until PostgreSQL has them;
 //! - [`reconcile`]: what reconciling Redis with PostgreSQL after a data loss reads,
 //!   and its lock.
 
 mod connection;
+mod flow;
 mod journal;
 mod keys;
 mod lifecycle;
@@ -19,13 +21,14 @@ mod scripts;
 mod types;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, atomic::AtomicUsize},
     time::{Duration, Instant},
 };
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use flow::KeyCounts;
 pub use keys::{Keys, QueueKeys};
 pub use types::*;
 
@@ -54,6 +57,9 @@ pub struct RedisQueue {
     /// enqueueing costs one round trip and a wiped set is refilled within
     /// [`REGISTER_EVERY`].
     registered: Arc<Mutex<HashMap<QueueName, Instant>>>,
+    /// The queues whose flow control this process has mirrored into Redis (the fetch
+    /// script starts no job of a queue without it); cleared with the registrations.
+    mirrored: Arc<Mutex<HashSet<QueueName>>>,
 }
 
 const REGISTER_EVERY: Duration = Duration::from_secs(10);
@@ -86,6 +92,7 @@ impl RedisQueue {
             client,
             keys: Keys::new(&settings.prefix),
             registered: Arc::default(),
+            mirrored: Arc::default(),
         })
     }
 

@@ -25,8 +25,9 @@ impl RedisQueue {
         Ok(found.into_iter().map(|f| f == 1).collect())
     }
 
-    /// One page of the job ids in a queue's sorted sets (queued, scheduled and running),
-    /// `ZSCAN` style: pass the returned cursor back until it is done.
+    /// One page of the job ids in a queue's sorted sets (queued, scheduled and running)
+    /// and of its keyed jobs (which finds those set aside on a flow key's limit), `ZSCAN`
+    /// style: pass the returned cursor back until it is done. An id may come twice.
     ///
     /// # Errors
     /// Redis unreachable.
@@ -36,18 +37,23 @@ impl RedisQueue {
         cursor: ScanCursor,
     ) -> Result<(ScanCursor, Vec<JobId>), QueueError> {
         let k = self.keys.queue(queue);
-        let sets = [&k.queued, &k.scheduled, &k.running];
-        let Some(key) = sets.get(cursor.set) else {
+        let sets = [
+            ("ZSCAN", &k.queued),
+            ("ZSCAN", &k.scheduled),
+            ("ZSCAN", &k.running),
+            ("HSCAN", &k.keyof),
+        ];
+        let Some((scan, key)) = sets.get(cursor.set) else {
             return Ok((ScanCursor::DONE, vec![]));
         };
-        let (next, members): (u64, Vec<String>) = redis::cmd("ZSCAN")
+        let (next, members): (u64, Vec<String>) = redis::cmd(scan)
             .arg(*key)
             .arg(cursor.position)
             .arg("COUNT")
             .arg(1000)
             .query_async(&mut self.conn())
             .await?;
-        // ZSCAN answers member, score, member, score...
+        // ZSCAN answers member, score, member, score...; HSCAN field, value...
         let ids = members
             .iter()
             .step_by(2)

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 pub use crate::domain::Token;
-use crate::domain::{JobId, JobSpec, QueueName};
+use crate::domain::{FlowKey, JobId, JobSpec, QueueName};
 
 /// A job to put into Redis.
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub struct Dispatch {
     pub due: DateTime<Utc>,
     /// Attempts already made (0 for a new job).
     pub attempts: u32,
+    /// The flow key whose limits the job counts against.
+    pub flow_key: Option<FlowKey>,
 }
 
 impl Dispatch {
@@ -48,6 +50,7 @@ impl Dispatch {
             priority: spec.priority.get(),
             due,
             attempts,
+            flow_key: spec.flow_key.clone(),
         }
     }
 }
@@ -69,7 +72,8 @@ pub struct Fetched {
     pub jobs: Vec<Leased>,
     /// Leased jobs whose payload could not be read; they cannot be run.
     pub unreadable: Vec<Unreadable>,
-    /// When the earliest scheduled job of the queue falls due.
+    /// When to look again without being woken: the earliest scheduled job falls due, a
+    /// flow key's wait ends, or the queue's rate allows the next call.
     pub next_due: Option<DateTime<Utc>>,
 }
 
@@ -98,6 +102,9 @@ pub struct Ending<'a> {
     pub token: Token,
     pub priority: u8,
     pub completion: Completion,
+    /// Until when the job's flow key waits (the target answered 429 or 503 with
+    /// `Retry-After`); ignored for a job without a key.
+    pub key_pause_until: Option<DateTime<Utc>>,
     /// The attempt's record (an `AttemptEnd` as JSON), kept in the journal until
     /// PostgreSQL has it.
     pub record: &'a str,

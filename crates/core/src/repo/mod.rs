@@ -7,11 +7,13 @@
 //! - [`history`] and [`executions`]: workers' batched writes, and attempts read back;
 //! - [`queue_counts`]: depth per queue;
 //! - [`schedules`]: schedules and their runs;
+//! - [`flow`]: queue settings and flow keys (flow control);
 //! - [`upkeep`]: the queries of reconciliation, recovery and retention;
 //! - [`keys`]: API keys.
 
 mod dispatch_outbox;
 mod executions;
+pub mod flow;
 mod history;
 mod jobs;
 pub mod keys;

@@ -37,6 +37,8 @@ pub struct JobView {
     pub backoff: BackoffView,
     pub retry_on_status: Vec<u16>,
     pub follow_redirects: bool,
+    /// The flow key whose limits the job's calls count against.
+    pub flow_key: Option<String>,
     pub labels: BTreeMap<String, String>,
     /// The schedule occurrence that made this job, if one did.
     pub schedule: Option<OccurrenceView>,
@@ -125,6 +127,7 @@ impl JobView {
             backoff: BackoffView::from(&spec.backoff),
             retry_on_status: spec.retry_on_status.clone(),
             follow_redirects: spec.follow_redirects,
+            flow_key: spec.flow_key.as_ref().map(ToString::to_string),
             labels: row.labels.0.clone(),
             schedule: spec.occurrence.as_ref().map(|o| OccurrenceView {
                 name: o.schedule.to_string(),

@@ -58,6 +58,7 @@ pub struct JobTemplateView {
     pub priority: u8,
     pub retry_on_status: Vec<u16>,
     pub follow_redirects: bool,
+    pub flow_key: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -73,6 +74,7 @@ impl JobTemplateView {
             priority: spec.priority.get(),
             retry_on_status: spec.retry_on_status.clone(),
             follow_redirects: spec.follow_redirects,
+            flow_key: spec.flow_key.as_ref().map(ToString::to_string),
             labels: job.labels.clone(),
         }
     }
