@@ -214,6 +214,8 @@ export COURIER__SERVER__HOST=${COURIER__SERVER__HOST:-127.0.0.1}
 # SSRF protection refuses loopback; a development instance calls targets on this machine
 # (the walk-through calls Courier's own /healthz), so allow it here and nowhere else.
 export COURIER__OUTBOUND__ALLOW=${COURIER__OUTBOUND__ALLOW:-127.0.0.0/8,::1/128}
+# Targets on this machine reach the API here to report progress (X-Courier-Progress-Url).
+export COURIER__SERVER__PUBLIC_URL=${COURIER__SERVER__PUBLIC_URL:-http://127.0.0.1:$PORT}
 
 log "applying migrations"
 "$api_bin" migrate

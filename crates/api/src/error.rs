@@ -35,6 +35,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("this API key made more than its allowed requests per second; retry after {0} s")]
     RateLimited(u64),
+    #[error("the progress token {0}")]
+    BadProgressToken(&'static str),
+    #[error("this job reported progress more often than allowed; retry after {0} s")]
+    ProgressTooFrequent(u64),
     #[error("{0} is unavailable; try again shortly")]
     Unavailable(&'static str),
     #[error("internal error")]
@@ -62,9 +66,9 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) | Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::BadProgressToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::ProgressTooFrequent(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,9 +82,9 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Validation(_) => "validation-error",
-            Self::Unauthorized(_) => "unauthorized",
+            Self::Unauthorized(_) | Self::BadProgressToken(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
-            Self::RateLimited(_) => "rate-limited",
+            Self::RateLimited(_) | Self::ProgressTooFrequent(_) => "rate-limited",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
             Self::IdempotencyMismatch => "idempotency-key-reused",
@@ -122,7 +126,9 @@ impl IntoResponse for ApiError {
         let detail = self.to_string();
         let retry_after = match &self {
             Self::Unavailable(_) => Some(HeaderValue::from_static(RETRY_AFTER_SECS)),
-            Self::RateLimited(secs) => Some(HeaderValue::from(*secs)),
+            Self::RateLimited(secs) | Self::ProgressTooFrequent(secs) => {
+                Some(HeaderValue::from(*secs))
+            }
             _ => None,
         };
         let unauthorized = matches!(self, Self::Unauthorized(_));

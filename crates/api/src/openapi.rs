@@ -11,13 +11,14 @@ use courier_core::schedule::{CatchupPolicy, Overlap};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Courier", description = "A self-hosted HTTP job scheduler."),
-    paths(create_job, create_batch, get_job, list_executions, list_jobs, cancel_job, retry_job,
+    paths(create_job, create_batch, get_job, list_executions, list_jobs, cancel_job, retry_job, report_progress,
           list_queues, get_queue, get_queue_settings, patch_queue_settings, pause_queue, resume_queue,
           list_flow_keys, get_flow_key, put_flow_key, delete_flow_key, create_schedule, put_schedule, patch_schedule, get_schedule,
           list_schedules, delete_schedule, pause_schedule, resume_schedule, trigger_schedule,
           backfill_schedule, list_runs, healthz, readyz),
     components(schemas(JobRequest, TargetRequest, BackoffRequest, Method, JobState, BatchRequest, BatchAccepted,
-                       JobView, TargetView, BackoffView, LastOutcome, JobPage, ExecutionView, ExecutionList,
+                       JobView, TargetView, BackoffView, LastOutcome, CallbackRequest, CallbackView,
+                       CallbackRef, ProgressView, ProgressRequest, JobPage, ExecutionView, ExecutionList,
                        QueueView, QueueList, Problem, FieldError, ReadyChecks, OccurrenceView,
                        ScheduleRequest, CatchupRequest, SchedulePatch, PauseRequest, BackfillRequest,
                        ScheduleView, CatchupView, JobTemplateView, ScheduleList, RunView, RunPage,
@@ -61,7 +62,9 @@ impl Modify for ApiKeys {
             )
         };
         for (path, item) in doc.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") {
+            // A progress report carries its attempt's token instead (its own responses
+            // say so).
+            if !path.starts_with("/v1/") || path.ends_with("/progress") {
                 continue;
             }
             let operations = [

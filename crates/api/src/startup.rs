@@ -61,7 +61,13 @@ impl Application {
             clock.clone(),
             settings.scheduler.clone(),
         );
+        let per_job = std::num::NonZeroU32::new(settings.server.progress_per_second)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let progress_limiter = Arc::new(governor::RateLimiter::keyed(
+            governor::Quota::per_second(per_job).allow_burst(per_job),
+        ));
         let state = AppState {
+            progress_limiter,
             auth: Arc::new(crate::auth::Authenticator::new(&settings.auth)),
             clock,
             scheduler,

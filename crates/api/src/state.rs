@@ -28,6 +28,8 @@ pub struct AppState {
     pub clock: courier_core::clock::SharedClock,
     /// Fires schedules: the loop it runs, and triggers and backfills.
     pub scheduler: crate::scheduler::Scheduler,
+    /// Progress reports per job (`server.progress_per_second`).
+    pub progress_limiter: Arc<governor::DefaultKeyedRateLimiter<courier_core::JobId>>,
 }
 
 impl AppState {
@@ -37,6 +39,7 @@ impl AppState {
             db: self.db.clone(),
             queue: self.queue.clone(),
             settings: self.settings.clone(),
+            secrets: self.secrets.clone(),
         }
     }
 

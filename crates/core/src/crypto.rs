@@ -49,6 +49,8 @@ struct Key {
     cipher: Aes256Gcm,
     /// Keys the fingerprints of request bodies; derived, so no key serves two algorithms.
     fingerprint_key: [u8; 32],
+    /// Keys the tokens of progress URLs.
+    progress_key: [u8; 32],
 }
 
 impl Key {
@@ -61,13 +63,17 @@ impl Key {
         }
         let id = hex::encode(&Sha256::digest(&bytes)[..4]);
         let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| SealError::BadKey(setting))?;
-        let mut derive = Sha256::new();
-        derive.update(b"courier request fingerprint\0");
-        derive.update(&bytes);
+        let derive = |purpose: &[u8]| -> [u8; 32] {
+            let mut digest = Sha256::new();
+            digest.update(purpose);
+            digest.update(&bytes);
+            digest.finalize().into()
+        };
         Ok(Self {
             id,
             cipher,
-            fingerprint_key: derive.finalize().into(),
+            fingerprint_key: derive(b"courier request fingerprint\0"),
+            progress_key: derive(b"courier progress token\0"),
         })
     }
 }
@@ -118,6 +124,34 @@ impl SecretBox {
         std::iter::once(&self.current)
             .chain(&self.previous)
             .any(|key| fingerprint_with(key, data) == stored)
+    }
+
+    /// The token of the progress URL of one attempt (its fencing token) of job `job`:
+    /// `<attempt token>.<HMAC>`, checked without a lookup by [`Self::progress_attempt`].
+    pub fn progress_token(&self, job: &str, attempt_token: i64) -> String {
+        let mac = progress_mac(&self.current, job, attempt_token);
+        format!("{attempt_token}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// The attempt token a progress token was made for (under the current or a previous
+    /// key), or `None` for a token not made by this key for `job`.
+    pub fn progress_attempt(&self, job: &str, token: &str) -> Option<i64> {
+        let (attempt, mac) = token.split_once('.')?;
+        let attempt: i64 = attempt.parse().ok()?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        // A shorter tag would be easier to forge: only the full 16 bytes count.
+        if mac.len() != PROGRESS_MAC_BYTES {
+            return None;
+        }
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|key| {
+                let mut check = Hmac::<Sha256>::new_from_slice(&key.progress_key)
+                    .expect("HMAC takes keys of any size");
+                check.update(progress_message(job, attempt).as_bytes());
+                check.verify_truncated_left(&mac).is_ok()
+            })
+            .then_some(attempt)
     }
 
     /// Seals `value` for header `name` of the job with id `context`.
@@ -178,6 +212,21 @@ impl SecretBox {
     }
 }
 
+/// A progress token's MAC, cut to 16 bytes (128 bits): plenty against forgery, short in
+/// a URL.
+const PROGRESS_MAC_BYTES: usize = 16;
+
+fn progress_message(job: &str, attempt_token: i64) -> String {
+    format!("progress:{job}:{attempt_token}")
+}
+
+fn progress_mac(key: &Key, job: &str, attempt_token: i64) -> Vec<u8> {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&key.progress_key).expect("HMAC takes keys of any size");
+    mac.update(progress_message(job, attempt_token).as_bytes());
+    mac.finalize().into_bytes()[..PROGRESS_MAC_BYTES].to_vec()
+}
+
 fn fingerprint_with(key: &Key, data: &[u8]) -> Vec<u8> {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(&key.fingerprint_key).expect("HMAC takes keys of any size");
@@ -202,6 +251,33 @@ mod tests {
 
     const A: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
     const B: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
+    #[test]
+    fn a_progress_token_names_its_attempt_and_holds_only_for_its_job() {
+        let old = SecretBox::from_settings(&settings(A, &[])).unwrap();
+        let token = old.progress_token("job-1", 1_700_000_000_123_456);
+        assert_eq!(
+            old.progress_attempt("job-1", &token),
+            Some(1_700_000_000_123_456)
+        );
+        assert_eq!(old.progress_attempt("job-2", &token), None);
+        // Another attempt's number with this MAC, a cut MAC, garbage: refused.
+        let (_, mac) = token.split_once('.').unwrap();
+        assert_eq!(old.progress_attempt("job-1", &format!("1.{mac}")), None);
+        assert_eq!(
+            old.progress_attempt("job-1", &token[..token.len() - 2]),
+            None
+        );
+        assert_eq!(old.progress_attempt("job-1", "x.y"), None);
+        // After a key rotation the previous key's tokens still hold.
+        let rotated = SecretBox::from_settings(&settings(B, &[A])).unwrap();
+        assert_eq!(
+            rotated.progress_attempt("job-1", &token),
+            Some(1_700_000_000_123_456)
+        );
+        let unrelated = SecretBox::from_settings(&settings(B, &[])).unwrap();
+        assert_eq!(unrelated.progress_attempt("job-1", &token), None);
+    }
 
     #[test]
     fn sealed_values_open_only_for_their_job_and_header() {

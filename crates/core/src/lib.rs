@@ -2,6 +2,7 @@
 //! operation), the PostgreSQL repository that is the system of record, settings and
 //! telemetry. The API and the worker are thin layers over this crate.
 
+pub mod callbacks;
 pub mod clock;
 pub mod crypto;
 pub mod db;

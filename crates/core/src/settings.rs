@@ -56,6 +56,11 @@ pub struct ServerSettings {
     pub shutdown_grace_ms: u64,
     /// How often the dispatcher looks for jobs that are in PostgreSQL but not yet in Redis.
     pub dispatch_interval_ms: u64,
+    /// The API's URL as targets reach it (`https://courier.example.com`); when set, each
+    /// call carries `X-Courier-Progress-Url` for reporting progress. Empty: no header.
+    pub public_url: String,
+    /// Progress reports a job may make per second (a burst of as many).
+    pub progress_per_second: u32,
 }
 
 /// PostgreSQL connection.
@@ -222,6 +227,8 @@ max_batch_jobs = 1000
 migrate_on_start = true
 shutdown_grace_ms = 30_000
 dispatch_interval_ms = 1000
+public_url = ""
+progress_per_second = 10
 
 [database]
 url = "postgres://postgres@127.0.0.1:5432/courier"
@@ -535,6 +542,19 @@ impl Settings {
             self.server.dispatch_interval_ms,
             10,
         )?;
+        at_least(
+            "server.progress_per_second",
+            u64::from(self.server.progress_per_second),
+            1,
+        )?;
+        if !self.server.public_url.is_empty()
+            && crate::domain::TargetUrl::parse(&self.server.public_url).is_err()
+        {
+            return Err(BadSetting::new(
+                "server.public_url",
+                "must be an absolute http or https URL (or empty)",
+            ));
+        }
         at_least(
             "database.max_connections",
             u64::from(self.database.max_connections),

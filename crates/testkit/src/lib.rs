@@ -11,6 +11,7 @@ mod process;
 mod servers;
 mod target;
 mod wait;
+pub mod webhooks;
 
 pub use app::{TestApp, WorkerHandle};
 pub use env::{TEST_ENCRYPTION_KEY, TestEnv, client_with_key};

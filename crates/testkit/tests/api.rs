@@ -508,6 +508,9 @@ async fn finished_jobs_are_deleted_after_their_retention() {
         db: env.db.clone(),
         queue: courier_core::queue::RedisQueue::new(&env.settings.redis).unwrap(),
         settings: std::sync::Arc::new(env.settings.clone()),
+        secrets: std::sync::Arc::new(
+            courier_core::crypto::SecretBox::from_settings(&env.settings.secrets).unwrap(),
+        ),
     };
     assert_eq!(maintenance.retention().sweep_expired().await.unwrap(), 2);
     let left: Vec<String> = sqlx::query_scalar("SELECT id::text FROM jobs ORDER BY id")

@@ -46,7 +46,14 @@ fn succeeded(job: JobId, token: courier_core::queue::Token) -> JobUpdate {
         state: JobState::Succeeded,
         run_at: None,
         last: Some((Some(200), None, 3)),
+        may_call_back: false,
     }
+}
+
+fn secrets(env: &TestEnv) -> std::sync::Arc<courier_core::crypto::SecretBox> {
+    std::sync::Arc::new(
+        courier_core::crypto::SecretBox::from_settings(&env.settings.secrets).unwrap(),
+    )
 }
 
 async fn states(env: &TestEnv) -> Vec<(String, i64)> {
@@ -86,10 +93,10 @@ async fn a_record_postgresql_refuses_for_good_is_set_aside_and_the_rest_is_writt
         ],
         updates: ids.iter().map(|id| succeeded(*id, token)).collect(),
     };
-    let set_aside = repo::write_history(&env.db, &batch)
+    let written = repo::write_history(&env.db, &secrets(&env), &batch)
         .await
         .expect("not a transient error");
-    assert_eq!(set_aside, 1);
+    assert_eq!(written.rejected, 1);
     let executions: i64 = sqlx::query_scalar("SELECT count(*) FROM job_executions")
         .fetch_one(&env.db)
         .await
@@ -153,7 +160,12 @@ async fn a_refused_record_in_a_dead_workers_journal_does_not_hold_back_the_other
             .all(|a| *a)
     );
 
-    let recovery = Recovery::new(env.db.clone(), queue.clone(), Duration::from_secs(15));
+    let recovery = Recovery::new(
+        env.db.clone(),
+        queue.clone(),
+        Duration::from_secs(15),
+        secrets(&env),
+    );
     assert_eq!(
         recovery.flush_journal(Duration::ZERO).await.unwrap(),
         leased.len()

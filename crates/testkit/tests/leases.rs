@@ -129,6 +129,7 @@ fn succeeded(job: &courier_core::queue::Leased) -> String {
             state: JobState::Succeeded,
             run_at: None,
             last: Some((Some(200), None, 5)),
+            may_call_back: false,
         }),
     })
     .unwrap()

@@ -2,77 +2,18 @@
 //! configured secrets, and the reference library `standardwebhooks` (from PyPI, in
 //! target/pyenv, installed by scripts/python-tools.sh) verifies what the target received.
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use courier_testkit::{Received, Reply, Target, TestApp, TestEnv, WorkerHandle};
+use courier_testkit::{
+    Reply, Target, TestApp, TestEnv, WorkerHandle,
+    webhooks::{case, verify},
+};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
 const S1: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const S2: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3ItdGhlLXJvdGF0aW9uLXRlc3Q=";
 const NEVER_USED: &str = "whsec_bmV2ZXItY29uZmlndXJlZC1mb3ItYW55LXF1ZXVlIQ==";
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The virtual environment's python with `standardwebhooks`, set up on first use. A
-/// missing library fails the test: it is part of the test suite's tools.
-fn python() -> PathBuf {
-    let python = workspace().join("target/pyenv/bin/python");
-    let has_library = || {
-        Command::new(&python)
-            .args(["-c", "import standardwebhooks"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !has_library() {
-        let status = Command::new(workspace().join("scripts/python-tools.sh"))
-            .status()
-            .expect("run scripts/python-tools.sh");
-        assert!(status.success(), "scripts/python-tools.sh failed");
-    }
-    assert!(
-        has_library(),
-        "standardwebhooks is not installed in target/pyenv"
-    );
-    python
-}
-
-/// One verification: `received` checked with `secret`, its body optionally replaced.
-fn case(received: &Received, secret: &str, body: Option<&str>) -> Value {
-    json!({
-        "secret": secret,
-        "id": received.header("webhook-id").expect("webhook-id"),
-        "timestamp": received.header("webhook-timestamp").expect("webhook-timestamp"),
-        "signature": received.header("webhook-signature").expect("webhook-signature"),
-        "body": body.map_or_else(|| String::from_utf8(received.body.to_vec()).unwrap(), str::to_owned),
-    })
-}
-
-/// What the reference library says of each case.
-fn verify(cases: &[Value]) -> Vec<bool> {
-    let mut child = Command::new(python())
-        .arg(workspace().join("crates/testkit/tests/support/verify_webhooks.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(cases).unwrap().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().expect("python output");
-    assert!(output.status.success(), "verify_webhooks.py failed");
-    serde_json::from_slice(&output.stdout).expect("a JSON list of booleans")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signatures_verify_with_the_reference_library_for_one_and_two_secrets() {

@@ -173,7 +173,8 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
                 let error = "cancelled while the call was in flight".to_owned();
                 // The cancellation is the API's; this fills in the aborted call as the
                 // job's last outcome.
-                let update = attempt_ended(job.id, job.token, job.attempt, JobState::Cancelled, None,
+                // The API made the cancellation's callback when it cancelled.
+                let update = attempt_ended((job.id, job.token, job.attempt), None, JobState::Cancelled, None,
                     (None, Some(error.clone()), duration_ms));
                 ctx.history.send(Event::Record(record(Outcome::Cancelled, false, None, Some(error), None))).await;
                 ctx.history.send(Event::Update(update)).await;
@@ -192,7 +193,7 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
                 let last = (verdict.status_code.map(|c| c as i16), verdict.error.clone(), duration_ms);
                 let end = AttemptEnd {
                     record: record(verdict.outcome, false, verdict.status_code, verdict.error.clone(), excerpt),
-                    update: Some(attempt_ended(job.id, job.token, job.attempt, verdict.state, verdict.retry_at, last)),
+                    update: Some(attempt_ended((job.id, job.token, job.attempt), Some(&job.spec), verdict.state, verdict.retry_at, last)),
                 };
                 let completion = verdict.retry_at.map_or(Completion::Done, Completion::RetryAt);
                 let applied = complete(&ctx, &job, completion, verdict.key_pause_until, &end).await;
@@ -236,9 +237,8 @@ pub async fn reject_unreadable(ctx: Arc<Context>, queue: courier_core::QueueName
             finished_at: now,
         },
         update: Some(attempt_ended(
-            job.id,
-            job.token,
-            job.attempt,
+            (job.id, job.token, job.attempt),
+            None,
             JobState::Dead,
             None,
             (None, Some(error), 0),
@@ -325,11 +325,11 @@ pub(crate) async fn send_through_journal(
     }
 }
 
-/// Where an attempt that held its lease to the end left the job.
+/// Where an attempt that held its lease to the end left the job. `spec` tells whether
+/// the end calls back (`None`: not known, so it may).
 fn attempt_ended(
-    id: courier_core::JobId,
-    token: courier_core::queue::Token,
-    attempt: u32,
+    (id, token, attempt): (courier_core::JobId, courier_core::queue::Token, u32),
+    spec: Option<&JobSpec>,
     state: JobState,
     run_at: Option<DateTime<Utc>>,
     last: (Option<i16>, Option<String>, i32),
@@ -341,6 +341,7 @@ fn attempt_ended(
         state,
         run_at,
         last: Some(last),
+        may_call_back: state.is_terminal() && spec.is_none_or(|s| s.calls_back_on(state)),
     }
 }
 
@@ -382,6 +383,7 @@ async fn hand_back(ctx: &Context, job: &Leased) {
                     state: JobState::Queued,
                     run_at: Some(Utc::now()),
                     last: None,
+                    may_call_back: false,
                 }))
                 .await;
         }

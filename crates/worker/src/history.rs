@@ -8,11 +8,14 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use courier_core::{
     JobId, QueueName,
+    crypto::SecretBox,
+    maintenance::Dispatcher,
     queue::RedisQueue,
     repo::{self, AttemptEnd, ExecutionRecord, HistoryBatch, JobUpdate, Started},
 };
@@ -60,6 +63,7 @@ impl History {
     pub fn spawn(
         db: PgPool,
         queue: RedisQueue,
+        secrets: Arc<SecretBox>,
         batch: usize,
         buffer: usize,
     ) -> (Self, JoinHandle<()>) {
@@ -68,7 +72,13 @@ impl History {
         for _ in 0..WRITERS {
             let (tx, rx) = mpsc::channel(buffer.div_ceil(WRITERS).max(1));
             shards.push(tx);
-            tasks.spawn(write_loop(db.clone(), queue.clone(), rx, batch.max(1)));
+            tasks.spawn(write_loop(
+                db.clone(),
+                queue.clone(),
+                secrets.clone(),
+                rx,
+                batch.max(1),
+            ));
         }
         let all = tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
         (
@@ -93,7 +103,13 @@ impl History {
 /// allows reads to lag by 100 ms).
 const START_HOLD: Duration = Duration::from_millis(50);
 
-async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>, batch: usize) {
+async fn write_loop(
+    db: PgPool,
+    queue: RedisQueue,
+    secrets: Arc<SecretBox>,
+    mut rx: mpsc::Receiver<Event>,
+    batch: usize,
+) {
     let mut events = Vec::with_capacity(batch);
     // Starts not yet written, oldest first, with when they arrived.
     let mut held: VecDeque<(Instant, Started)> = VecDeque::new();
@@ -150,11 +166,22 @@ async fn write_loop(db: PgPool, queue: RedisQueue, mut rx: mpsc::Receiver<Event>
             // Only errors worth retrying come back: what PostgreSQL refuses for good is
             // set aside (history_rejects) so it never holds back what follows.
             let mut wait = Duration::from_millis(50);
-            while let Err(e) = repo::write_history(&db, &batch_out).await {
-                tracing::warn!(error = %e, pending = batch_out.len(),
-                    "writing history failed; holding it and retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
+            let written = loop {
+                match repo::write_history(&db, &secrets, &batch_out).await {
+                    Ok(written) => break written,
+                    Err(e) => {
+                        tracing::warn!(error = %e, pending = batch_out.len(),
+                            "writing history failed; holding it and retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
+                }
+            };
+            if written.callbacks.iter().any(|made| !made.is_empty()) {
+                // Off the writer's path, like the acknowledgements below.
+                let dispatcher = Dispatcher::new(db.clone(), queue.clone());
+                ack_tasks
+                    .spawn(async move { dispatcher.dispatch_callbacks(written.callbacks).await });
             }
         }
         if !acks.is_empty() {

@@ -135,6 +135,8 @@ fn lost_attempt(
             },
             run_at: (!dead).then_some(now),
             last: Some((None, Some("lease expired".into()), 0)),
+            // The reaper does not read the job's spec: a job it ends may call back.
+            may_call_back: dead,
         }),
     };
     (journal_entry(id, token, Some("reaped")), end)

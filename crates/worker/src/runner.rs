@@ -11,7 +11,9 @@ use std::{
 
 use chrono::Utc;
 use courier_core::{
-    QueueName, Settings, db,
+    QueueName, Settings,
+    crypto::SecretBox,
+    db,
     maintenance::Maintenance,
     queue::{RedisQueue, Wake},
 };
@@ -40,6 +42,7 @@ pub struct Worker {
     settings: Settings,
     pool: sqlx::PgPool,
     ctx: Arc<Context>,
+    secrets: Arc<SecretBox>,
     history_task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,9 +55,11 @@ impl Worker {
         let queue = RedisQueue::new(&settings.redis)?;
         queue.warn_on_unsafe_settings().await;
         let db = db::connect_lazy(&settings.database)?;
+        let secrets = Arc::new(SecretBox::from_settings(&settings.secrets)?);
         let (history, history_task) = History::spawn(
             db.clone(),
             queue.clone(),
+            secrets.clone(),
             settings.worker.history_batch,
             settings.worker.history_buffer,
         );
@@ -76,6 +81,7 @@ impl Worker {
             settings,
             pool: db,
             ctx,
+            secrets,
             history_task,
         })
     }
@@ -97,6 +103,7 @@ impl Worker {
             settings,
             pool,
             ctx,
+            secrets,
             history_task,
         } = self;
         let configured: Vec<QueueName> = settings
@@ -117,6 +124,7 @@ impl Worker {
             db: pool,
             queue: ctx.queue.clone(),
             settings: Arc::new(settings.clone()),
+            secrets: secrets.clone(),
         };
         for task in maintenance.spawn(&stop_side, false) {
             side.spawn(async move {

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     Settings,
     domain::{
-        DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_MS, FieldError, FlowKey, JobId, JobSpec, Method,
-        NewJob, Priority, Problems, QueueName,
+        Callback, DEFAULT_MAX_ATTEMPTS, DEFAULT_ON, DEFAULT_TIMEOUT_MS, FieldError, FlowKey, JobId,
+        JobSpec, JobState, Method, NewJob, Priority, Problems, QueueName, Target, TargetUrl,
         parse::{self, TargetInput},
     },
     outbound::OutboundPolicy,
@@ -47,6 +47,24 @@ pub struct JobRequest {
     /// concurrency limits this job's calls count against; see `PUT /v1/flow-keys/{key}`.
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub flow_key: Option<String>,
+    /// Where to POST the job (as `GET /v1/jobs/{id}` shows it) when it ends in a state of
+    /// `on`: a job of its own, signed and retried like any job, made in the transaction
+    /// that ends this one.
+    pub callback: Option<CallbackRequest>,
+}
+
+/// A job's callback.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRequest {
+    /// Absolute `http` or `https` URL, under the same SSRF rules as a target.
+    #[schema(format = "uri", pattern = "^https?://")]
+    pub url: String,
+    /// Sent with the callback, under the same limits as a target's; secret-looking values
+    /// are encrypted at rest and shown as `[redacted]`.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Any of `succeeded`, `dead` and `cancelled`; `["succeeded", "dead"]` when left out.
+    pub on: Option<Vec<String>>,
 }
 
 /// The call to make.
@@ -161,6 +179,7 @@ impl JobRequest {
             .flow_key
             .as_deref()
             .and_then(|key| p.check("flow_key", FlowKey::parse(key)));
+        let callback = self.callback.and_then(|c| c.parse(p, limits));
         let mut spec = JobSpec::new(target?);
         spec.timeout_ms = timeout_ms;
         spec.max_attempts = max_attempts;
@@ -169,6 +188,7 @@ impl JobRequest {
         spec.retry_on_status = retry_on_status;
         spec.follow_redirects = self.follow_redirects.unwrap_or(false);
         spec.flow_key = flow_key;
+        spec.callback = callback;
         Some((queue?, spec, labels))
     }
 
@@ -187,6 +207,7 @@ impl JobRequest {
             spec,
             labels,
             run_at,
+            callback_of: None,
         }))
     }
 
@@ -203,10 +224,74 @@ impl JobRequest {
         now: DateTime<Utc>,
     ) -> Result<NewJob, Vec<FieldError>> {
         let job = self.parse(limits, now)?;
-        match outbound.check_url(job.spec.target.url.as_url()) {
-            Ok(()) => Ok(job),
-            Err(refusal) => Err(vec![FieldError::new("target.url", refusal.to_string())]),
+        let refused = refused_urls(&job.spec, outbound);
+        if refused.is_empty() {
+            Ok(job)
+        } else {
+            Err(refused)
         }
+    }
+}
+
+/// SSRF protection's refusals of the URLs a spec shows (its target's and its callback's),
+/// each under its field.
+pub fn refused_urls(spec: &JobSpec, outbound: &OutboundPolicy) -> Vec<FieldError> {
+    let mut urls = vec![("target.url", spec.target.url.as_url())];
+    if let Some(callback) = &spec.callback {
+        urls.push(("callback.url", callback.url.as_url()));
+    }
+    urls.into_iter()
+        .filter_map(|(field, url)| {
+            outbound
+                .check_url(url)
+                .err()
+                .map(|refusal| FieldError::new(field, refusal.to_string()))
+        })
+        .collect()
+}
+
+impl CallbackRequest {
+    /// The callback; problems under `callback`.
+    fn parse(self, p: &mut Problems, limits: &JobLimits) -> Option<Callback> {
+        let url = p.check("callback.url", TargetUrl::parse(&self.url));
+        let headers: Vec<(String, String)> = self.headers.unwrap_or_default().into_iter().collect();
+        if let Err(errors) =
+            Target::check_headers(&headers, limits.max_headers, limits.max_header_bytes)
+        {
+            for (name, message) in errors {
+                let at = if name.is_empty() {
+                    "callback.headers".to_owned()
+                } else {
+                    format!("callback.headers.{name}")
+                };
+                p.push(&at, message);
+            }
+        }
+        let on = match self.on {
+            None => DEFAULT_ON.to_vec(),
+            Some(names) => {
+                let mut on = Vec::new();
+                for name in &names {
+                    match JobState::parse(name).filter(|s| s.is_terminal()) {
+                        Some(state) if !on.contains(&state) => on.push(state),
+                        Some(_) => {}
+                        None => p.push(
+                            "callback.on",
+                            format!("{name:?} is not one of succeeded, dead and cancelled"),
+                        ),
+                    }
+                }
+                if names.is_empty() {
+                    p.push("callback.on", "must name at least one state");
+                }
+                on
+            }
+        };
+        Some(Callback {
+            url: url?,
+            headers,
+            on,
+        })
     }
 }
 
@@ -289,5 +374,46 @@ mod tests {
                 .parse_submitted(&limits(), &allowed, Utc::now())
                 .is_ok()
         );
+    }
+}
+
+/// `POST /v1/jobs/{id}/progress`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    /// 0 to 100.
+    pub percent: i64,
+    /// At most 512 characters.
+    pub message: Option<String>,
+}
+
+/// The longest progress message, in characters.
+pub const MAX_PROGRESS_MESSAGE: usize = 512;
+
+impl ProgressRequest {
+    /// The percentage and message.
+    ///
+    /// # Errors
+    /// Every field that is wrong.
+    pub fn parse(self) -> Result<(i16, Option<String>), Vec<FieldError>> {
+        let mut p = Problems::new();
+        let percent = p.range("percent", Some(self.percent), 0, 100, 0) as i16;
+        if self
+            .message
+            .as_ref()
+            .is_some_and(|m| m.chars().count() > MAX_PROGRESS_MESSAGE)
+        {
+            p.push(
+                "message",
+                format!("must be at most {MAX_PROGRESS_MESSAGE} characters"),
+            );
+        }
+        p.finish(Some((percent, self.message)))
+    }
+}
+
+impl JsonBody for ProgressRequest {
+    fn limit(_: &Settings) -> usize {
+        8192
     }
 }

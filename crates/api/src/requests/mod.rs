@@ -8,7 +8,9 @@ mod schedule;
 use serde::{Deserialize, Deserializer};
 
 pub use flow::{FlowKeyRequest, QueueSettingsPatch, RateRequest};
-pub use job::{BackoffRequest, BatchRequest, JobRequest, TargetRequest};
+pub use job::{
+    BackoffRequest, BatchRequest, CallbackRequest, JobRequest, ProgressRequest, TargetRequest,
+};
 pub use schedule::{
     BackfillRequest, CatchupRequest, MAX_BACKFILL, MIN_EVERY_MS, ParseContext, PauseRequest,
     SchedulePatch, ScheduleRequest,

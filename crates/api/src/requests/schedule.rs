@@ -270,12 +270,14 @@ fn parse_template(p: &mut Problems, job: JobRequest, cx: &ParseContext<'_>) -> O
     }
     let parts = job.parse_parts(&mut jp, &cx.settings.jobs);
     let template = parts.and_then(|(queue, mut spec, labels)| {
-        if let Err(refusal) = cx.outbound.check_url(spec.target.url.as_url()) {
-            jp.push("target.url", refusal.to_string());
+        let refused = super::job::refused_urls(&spec, cx.outbound);
+        if !refused.is_empty() {
+            for refusal in refused {
+                jp.push(&refusal.field, refusal.message);
+            }
             return None;
         }
-        spec.target
-            .seal_secrets(cx.secrets, &JobTemplate::secrets_context(cx.id));
+        spec.seal_secrets(cx.secrets, &JobTemplate::secrets_context(cx.id));
         Some(JobTemplate {
             queue,
             spec,

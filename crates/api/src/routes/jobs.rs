@@ -351,11 +351,15 @@ pub async fn cancel_job(
             row.state
         )));
     }
-    repo::cancel_job(&mut *tx, id).await?;
+    let made = repo::cancel_job(&mut tx, &state.secrets, id).await?;
     // Redis first, while the row is locked: if Redis cannot be told, the cancel is
     // rolled back rather than leaving a job that PostgreSQL calls cancelled but runs.
     state.queue.cancel(&row.queue, id).await?;
     tx.commit().await?;
+    state
+        .dispatcher()
+        .dispatch_callbacks(made.into_iter().collect())
+        .await;
     Ok(Json(JobView::new(&find(&state, &caller, id).await?)))
 }
 

@@ -3,6 +3,7 @@
 mod flow;
 mod health;
 mod jobs;
+mod progress;
 mod queues;
 mod schedules;
 
@@ -19,6 +20,7 @@ pub use jobs::{
     __path_cancel_job, __path_create_batch, __path_create_job, __path_get_job,
     __path_list_executions, __path_list_jobs, __path_retry_job,
 };
+pub use progress::{__path_report_progress, is_progress_path};
 pub use queues::{__path_get_queue, __path_list_queues};
 pub use schedules::{
     __path_backfill_schedule, __path_create_schedule, __path_delete_schedule, __path_get_schedule,
@@ -32,6 +34,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(queues::router())
         .merge(flow::router())
+        .merge(progress::router())
         .merge(schedules::router())
         .merge(health::router())
         .route("/openapi.json", axum::routing::get(crate::openapi::serve))

@@ -102,17 +102,16 @@ impl<'a> Firing<'a> {
             labels,
         } = def.job.clone();
         let mut spec = spec;
-        spec.target
-            .reseal(
-                self.secrets,
-                &JobTemplate::secrets_context(id),
-                &job_id.to_string(),
-            )
-            .map_err(|(header, e)| FiringError::Sealed {
-                schedule: def.name.to_string(),
-                header,
-                reason: e.to_string(),
-            })?;
+        spec.reseal(
+            self.secrets,
+            &JobTemplate::secrets_context(id),
+            &job_id.to_string(),
+        )
+        .map_err(|(header, e)| FiringError::Sealed {
+            schedule: def.name.to_string(),
+            header,
+            reason: e.to_string(),
+        })?;
         spec.occurrence = Some(Occurrence {
             schedule: def.name.clone(),
             at,
@@ -132,6 +131,7 @@ impl<'a> Firing<'a> {
             spec,
             labels,
             run_at,
+            callback_of: None,
         });
         let index = self.jobs.len() - 1;
         self.runs.push(PendingRun {

@@ -225,7 +225,10 @@ impl Scheduler {
         queue: &str,
     ) -> Result<(), SchedulerError> {
         let id = job.into();
-        if repo::cancel_job(&mut *tx, id).await?
+        // A callback this makes is sent by the dispatcher's outbox pass.
+        if repo::cancel_job(&mut *tx, &self.secrets, id)
+            .await?
+            .is_some()
             && let Ok(queue) = QueueName::parse(queue)
         {
             self.queue

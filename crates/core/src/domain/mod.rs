@@ -9,6 +9,7 @@
 //!   attempts, the life cycle, and which header values are secrets.
 
 mod backoff;
+mod callback;
 mod flow;
 mod ids;
 pub mod parse;
@@ -18,6 +19,7 @@ mod state;
 mod target;
 
 pub use backoff::Backoff;
+pub use callback::{Callback, DEFAULT_ON};
 pub use flow::{Limits, MAX_CONCURRENCY, QueueFlow, Rate};
 pub use ids::{FlowKey, JobId, QueueName, ScheduleName, Token};
 pub use parse::{FieldError, Problems};

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Backoff, FlowKey, JobId, QueueName, ScheduleName, Target};
+use super::{Backoff, Callback, FlowKey, JobId, QueueName, ScheduleName, Target};
+use crate::crypto::{SealError, SecretBox};
 
 /// 0 (lowest, the default) to 9 (highest).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -86,6 +87,9 @@ pub struct JobSpec {
     /// The flow key whose limits the job's calls count against (SPEC 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_key: Option<FlowKey>,
+    /// Where to POST the job when it ends (SPEC 11); never set on a callback job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
 }
 
 /// One occurrence of a schedule.
@@ -130,12 +134,46 @@ impl JobSpec {
             follow_redirects: false,
             occurrence: None,
             flow_key: None,
+            callback: None,
         }
     }
 
     /// Whether an answer with `status` is worth another attempt.
     pub fn is_retryable_status(&self, status: u16) -> bool {
         matches!(status, 408 | 425 | 429 | 500..=599) || self.retry_on_status.contains(&status)
+    }
+
+    /// Whether a job of this spec ending in `state` makes a callback job.
+    pub fn calls_back_on(&self, state: super::JobState) -> bool {
+        self.callback.as_ref().is_some_and(|c| c.fires_on(state))
+    }
+
+    /// Seals every secret-looking header value (the call's and the callback's) for
+    /// `context`, so that what is stored never holds the secret.
+    pub fn seal_secrets(&mut self, secrets: &SecretBox, context: &str) {
+        self.target.seal_secrets(secrets, context);
+        if let Some(callback) = &mut self.callback {
+            callback.seal_secrets(secrets, context);
+        }
+    }
+
+    /// Seals again, for `to`, the secret header values sealed for `from` (a schedule's
+    /// template becoming a job).
+    ///
+    /// # Errors
+    /// The name of a secret header whose value does not open, and why.
+    pub fn reseal(
+        &mut self,
+        secrets: &SecretBox,
+        from: &str,
+        to: &str,
+    ) -> Result<(), (String, SealError)> {
+        self.target.reseal(secrets, from, to)?;
+        if let Some(callback) = &mut self.callback {
+            callback.headers = callback.opened_headers(secrets, from)?;
+            callback.seal_secrets(secrets, to);
+        }
+        Ok(())
     }
 
     /// The spec as stored in PostgreSQL and Redis.
@@ -152,13 +190,15 @@ pub struct NewJob {
     pub spec: JobSpec,
     pub labels: Labels,
     pub run_at: DateTime<Utc>,
+    /// The job whose end made this one, for a callback.
+    pub callback_of: Option<JobId>,
 }
 
 impl NewJob {
     /// Seals the job's secret header values (see [`crate::crypto`]) before it is stored.
-    pub fn seal_secrets(&mut self, secrets: &crate::crypto::SecretBox) {
+    pub fn seal_secrets(&mut self, secrets: &SecretBox) {
         let context = self.id.to_string();
-        self.spec.target.seal_secrets(secrets, &context);
+        self.spec.seal_secrets(secrets, &context);
     }
 }
 

@@ -171,11 +171,7 @@ impl Target {
     /// Seals the value of every secret-looking header for the job `context` (its id),
     /// so that what is stored never holds the secret.
     pub fn seal_secrets(&mut self, secrets: &SecretBox, context: &str) {
-        for (name, value) in &mut self.headers {
-            if is_secret_header(name) {
-                *value = secrets.seal(context, name, value);
-            }
-        }
+        seal_headers(&mut self.headers, secrets, context);
     }
 
     /// Seals again, for `to`, the secret header values sealed for `from` (a schedule's
@@ -203,32 +199,55 @@ impl Target {
         secrets: &SecretBox,
         context: &str,
     ) -> Result<Vec<(String, String)>, (String, SealError)> {
-        self.headers
-            .iter()
-            .map(|(name, value)| {
-                if is_secret_header(name) {
-                    secrets
-                        .open(context, name, value)
-                        .map(|plain| (name.clone(), plain))
-                        .map_err(|e| (name.clone(), e))
-                } else {
-                    Ok((name.clone(), value.clone()))
-                }
-            })
-            .collect()
+        open_headers(&self.headers, secrets, context)
     }
 
     /// The headers as they may be shown: secret values replaced by [`REDACTED`].
     pub fn redacted_headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers.iter().map(|(name, value)| {
-            let shown = if is_secret_header(name) {
-                REDACTED
-            } else {
-                value.as_str()
-            };
-            (name.as_str(), shown)
-        })
+        redacted_headers(&self.headers)
     }
+}
+
+/// Seals the value of every secret-looking header of `headers` for `context`.
+pub(crate) fn seal_headers(headers: &mut [(String, String)], secrets: &SecretBox, context: &str) {
+    for (name, value) in headers {
+        if is_secret_header(name) {
+            *value = secrets.seal(context, name, value);
+        }
+    }
+}
+
+/// `headers` with their secret values, sealed for `context`, opened.
+pub(crate) fn open_headers(
+    headers: &[(String, String)],
+    secrets: &SecretBox,
+    context: &str,
+) -> Result<Vec<(String, String)>, (String, SealError)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            if is_secret_header(name) {
+                secrets
+                    .open(context, name, value)
+                    .map(|plain| (name.clone(), plain))
+                    .map_err(|e| (name.clone(), e))
+            } else {
+                Ok((name.clone(), value.clone()))
+            }
+        })
+        .collect()
+}
+
+/// `headers` as they may be shown: secret values replaced by [`REDACTED`].
+pub(crate) fn redacted_headers(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    headers.iter().map(|(name, value)| {
+        let shown = if is_secret_header(name) {
+            REDACTED
+        } else {
+            value.as_str()
+        };
+        (name.as_str(), shown)
+    })
 }
 
 /// RFC 9110 `tchar`.

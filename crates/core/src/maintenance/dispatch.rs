@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BATCH, FlowMirror, MaintenanceError, repeat};
 use crate::{
-    JobId,
+    JobId, callbacks,
     queue::{Dispatch, RedisQueue},
     repo,
 };
@@ -56,6 +56,17 @@ impl Dispatcher {
             Err(e) => {
                 tracing::warn!(error = %e, jobs = jobs.len(), "dispatch to redis failed; the dispatcher will retry");
                 false
+            }
+        }
+    }
+
+    /// Sends callback jobs made in a committed transaction to Redis and clears their
+    /// outbox entries; those it cannot send stay for the outbox pass.
+    pub async fn dispatch_callbacks(&self, made: Vec<callbacks::Made>) {
+        for made in made {
+            let Some(outbox) = made.outbox else { continue };
+            if self.enqueue_now(&made.jobs).await {
+                self.clear_outbox(&[outbox]).await;
             }
         }
     }

@@ -33,6 +33,7 @@ pub use retention::Retention;
 
 use crate::{
     Settings,
+    crypto::SecretBox,
     queue::{QueueError, RedisQueue},
     repo::RepoError,
 };
@@ -57,6 +58,8 @@ pub struct Maintenance {
     pub db: PgPool,
     pub queue: RedisQueue,
     pub settings: Arc<Settings>,
+    /// Opens and seals secret header values (callback jobs made by replayed ends).
+    pub secrets: Arc<SecretBox>,
 }
 
 impl Maintenance {
@@ -69,6 +72,7 @@ impl Maintenance {
             self.db.clone(),
             self.queue.clone(),
             self.settings.worker.lease(),
+            self.secrets.clone(),
         )
     }
 

@@ -3,12 +3,13 @@
 //! whose result never arrived at all. Also the rule both this and reconciliation use to
 //! decide that a job Redis lacks was really lost.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{BATCH, FlowMirror, MaintenanceError};
+use super::{BATCH, Dispatcher, FlowMirror, MaintenanceError};
+use crate::crypto::SecretBox;
 use crate::{
     QueueName,
     queue::{Dispatch, RedisQueue},
@@ -31,11 +32,17 @@ pub struct Recovery {
     db: PgPool,
     queue: RedisQueue,
     lease: Duration,
+    secrets: Arc<SecretBox>,
 }
 
 impl Recovery {
-    pub fn new(db: PgPool, queue: RedisQueue, lease: Duration) -> Self {
-        Self { db, queue, lease }
+    pub fn new(db: PgPool, queue: RedisQueue, lease: Duration, secrets: Arc<SecretBox>) -> Self {
+        Self {
+            db,
+            queue,
+            lease,
+            secrets,
+        }
     }
 
     /// Writes to PostgreSQL every journal entry older than `age` that no worker
@@ -64,7 +71,10 @@ impl Recovery {
                         }
                     }
                 }
-                repo::write_history(&self.db, &batch).await?;
+                let written = repo::write_history(&self.db, &self.secrets, &batch).await?;
+                Dispatcher::new(self.db.clone(), self.queue.clone())
+                    .dispatch_callbacks(written.callbacks)
+                    .await;
                 let keys: Vec<String> = entries.into_iter().map(|(entry, _)| entry).collect();
                 self.queue.journal_ack(&queue, &keys).await?;
                 flushed += keys.len();

@@ -254,6 +254,20 @@ impl RedisQueue {
         Ok(applied.into_iter().map(|a| a == 1).collect())
     }
 
+    /// The fencing token of the attempt holding `id`'s lease, if one does.
+    ///
+    /// # Errors
+    /// Redis unreachable, or a token Courier did not write.
+    pub async fn lease_of(
+        &self,
+        queue: &QueueName,
+        id: JobId,
+    ) -> Result<Option<Token>, QueueError> {
+        let k = self.keys.queue(queue);
+        let token: Option<String> = self.conn().hget(&k.leases, id.to_string()).await?;
+        token.as_deref().map(parse_token).transpose()
+    }
+
     /// Extends the leases of `items`; returns those whose lease is gone.
     ///
     /// # Errors

@@ -9,7 +9,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Outcome, RepoError};
-use crate::domain::{JobId, JobState, Token};
+use crate::{
+    callbacks,
+    crypto::SecretBox,
+    domain::{JobId, JobState, Token},
+};
 
 /// A worker took a job's lease and is starting attempt `attempt`.
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +56,14 @@ pub struct JobUpdate {
     /// The attempt's outcome for the job's `last_*` fields; `None` leaves them (a job
     /// handed back at shutdown).
     pub last: Option<(Option<i16>, Option<String>, i32)>,
+    /// Whether this end may make a callback job (`true` when the writer does not know
+    /// the job's spec): a batch with one is written in a transaction that makes them.
+    #[serde(default = "unknown_callback")]
+    pub may_call_back: bool,
+}
+
+fn unknown_callback() -> bool {
+    true
 }
 
 /// How an attempt ended: its record and, when it held its lease to the end, the job's new
@@ -81,51 +93,77 @@ impl HistoryBatch {
     }
 }
 
-/// Writes `batch`; what PostgreSQL refuses for good is set aside in `history_rejects`
-/// (logged, and kept there with the reason). Returns how many items were set aside.
+/// What writing a batch did besides writing it.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Items PostgreSQL refused for good, set aside in `history_rejects`.
+    pub rejected: usize,
+    /// Callback jobs the batch's ends made, to dispatch.
+    pub callbacks: Vec<callbacks::Made>,
+}
+
+/// Writes `batch`, making the callback jobs of the ends that call back in the same
+/// transaction; what PostgreSQL refuses for good is set aside in `history_rejects`
+/// (logged, and kept there with the reason).
 ///
 /// # Errors
 /// PostgreSQL unreachable, or another error worth retrying: the caller keeps the batch
-/// and tries again (replaying what was written is harmless).
-pub async fn write_history(db: &PgPool, batch: &HistoryBatch) -> Result<usize, RepoError> {
-    match record_history(db, &batch.started, &batch.records, &batch.updates).await {
-        Ok(()) => Ok(0),
+/// and tries again (replaying what was written is harmless, callbacks included).
+pub async fn write_history(
+    db: &PgPool,
+    secrets: &SecretBox,
+    batch: &HistoryBatch,
+) -> Result<Written, RepoError> {
+    match record_history(db, secrets, &batch.started, &batch.records, &batch.updates).await {
+        Ok(made) => Ok(Written {
+            rejected: 0,
+            callbacks: vec![made],
+        }),
         Err(e) if e.is_transient() => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, items = batch.len(),
                 "postgresql refused a history batch for good; writing it item by item");
-            write_one_by_one(db, batch).await
+            write_one_by_one(db, secrets, batch).await
         }
     }
 }
 
-async fn write_one_by_one(db: &PgPool, batch: &HistoryBatch) -> Result<usize, RepoError> {
-    let mut rejected = 0;
+async fn write_one_by_one(
+    db: &PgPool,
+    secrets: &SecretBox,
+    batch: &HistoryBatch,
+) -> Result<Written, RepoError> {
+    let mut written = Written::default();
     for s in &batch.started {
-        let result = record_history(db, std::slice::from_ref(s), &[], &[]).await;
-        rejected += set_aside_if_refused(db, result, s.id, "start", s).await?;
+        let result = record_history(db, secrets, std::slice::from_ref(s), &[], &[]).await;
+        set_aside_if_refused(db, result, s.id, "start", s, &mut written).await?;
     }
     for r in &batch.records {
-        let result = record_history(db, &[], std::slice::from_ref(r), &[]).await;
-        rejected += set_aside_if_refused(db, result, r.job_id, "record", r).await?;
+        let result = record_history(db, secrets, &[], std::slice::from_ref(r), &[]).await;
+        set_aside_if_refused(db, result, r.job_id, "record", r, &mut written).await?;
     }
     for u in &batch.updates {
-        let result = record_history(db, &[], &[], std::slice::from_ref(u)).await;
-        rejected += set_aside_if_refused(db, result, u.id, "update", u).await?;
+        let result = record_history(db, secrets, &[], &[], std::slice::from_ref(u)).await;
+        set_aside_if_refused(db, result, u.id, "update", u, &mut written).await?;
     }
-    Ok(rejected)
+    Ok(written)
 }
 
-/// 1 when `result` is a permanent refusal, after keeping `item` in `history_rejects`.
+/// Counts `result`'s callbacks in `written`, or, when it is a permanent refusal, keeps
+/// `item` in `history_rejects` and counts it there.
 async fn set_aside_if_refused(
     db: &PgPool,
-    result: Result<(), RepoError>,
+    result: Result<callbacks::Made, RepoError>,
     job: JobId,
     kind: &str,
     item: &impl Serialize,
-) -> Result<usize, RepoError> {
+    written: &mut Written,
+) -> Result<(), RepoError> {
     let error = match result {
-        Ok(()) => return Ok(0),
+        Ok(made) => {
+            written.callbacks.push(made);
+            return Ok(());
+        }
         Err(e) if e.is_transient() => return Err(e),
         Err(e) => e.to_string(),
     };
@@ -141,23 +179,26 @@ async fn set_aside_if_refused(
     )
     .execute(db)
     .await?;
-    Ok(1)
+    written.rejected += 1;
+    Ok(())
 }
 
 /// Writes one batch of worker history: starts first, then records and state changes, so
 /// a job that started and finished within the batch ends in its final state. Without
 /// starts (the usual case under load: the writer holds starts back briefly and drops
-/// those whose end arrived) it is one statement and one round trip. Replaying a batch
-/// is harmless.
+/// those whose end arrived) and without an end that may call back, it is one statement
+/// and one round trip. Ends that call back make their callback jobs in the same
+/// transaction. Replaying a batch is harmless.
 ///
 /// # Errors
 /// PostgreSQL unreachable or refusing an item; nothing of the batch is written then.
 pub async fn record_history(
     db: &PgPool,
+    secrets: &SecretBox,
     started: &[Started],
     records: &[ExecutionRecord],
     updates: &[JobUpdate],
-) -> Result<(), RepoError> {
+) -> Result<callbacks::Made, RepoError> {
     let mut updates = newest_per_job(updates, |u| (u.id, u.token));
     // One lock order for every writer, so two workers' batches never deadlock.
     updates.sort_by_key(|u| u.id);
@@ -167,46 +208,49 @@ pub async fn record_history(
     let (cancelled, updates): (Vec<&JobUpdate>, Vec<&JobUpdate>) = updates
         .into_iter()
         .partition(|u| u.state == JobState::Cancelled);
-    if started.is_empty() && cancelled.is_empty() {
-        return write_ends(db, records, &updates).await;
+    let may_call_back = updates
+        .iter()
+        .any(|u| u.state.is_terminal() && u.may_call_back);
+    if started.is_empty() && cancelled.is_empty() && !may_call_back {
+        write_ends(db, records, &updates).await?;
+        return Ok(callbacks::Made::default());
     }
     let mut tx = db.begin().await?;
     if !cancelled.is_empty() {
         fill_cancelled_outcomes(&mut *tx, &cancelled).await?;
     }
-    if started.is_empty() {
-        write_ends(&mut *tx, records, &updates).await?;
-        tx.commit().await?;
-        return Ok(());
+    if !started.is_empty() {
+        let mut started = newest_per_job(started, |s| (s.id, s.token));
+        started.sort_by_key(|s| s.id);
+        let ids: Vec<Uuid> = started.iter().map(|s| s.id.as_uuid()).collect();
+        let tokens: Vec<Token> = started.iter().map(|s| s.token).collect();
+        let attempts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
+        sqlx::query!(
+            "UPDATE jobs SET state = 'running', attempts = LEAST(u.attempt, jobs.max_attempts), token = u.token,
+                    updated_at = now()
+             FROM UNNEST($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, attempt)
+             WHERE jobs.id = u.id AND jobs.token < u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
+            &ids,
+            &tokens as &[Token],
+            &attempts
+        )
+        .execute(&mut *tx)
+        .await?;
     }
-    let mut started = newest_per_job(started, |s| (s.id, s.token));
-    started.sort_by_key(|s| s.id);
-    let ids: Vec<Uuid> = started.iter().map(|s| s.id.as_uuid()).collect();
-    let tokens: Vec<Token> = started.iter().map(|s| s.token).collect();
-    let attempts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
-    sqlx::query!(
-        "UPDATE jobs SET state = 'running', attempts = LEAST(u.attempt, jobs.max_attempts), token = u.token,
-                updated_at = now()
-         FROM UNNEST($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, attempt)
-         WHERE jobs.id = u.id AND jobs.token < u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
-        &ids,
-        &tokens as &[Token],
-        &attempts
-    )
-    .execute(&mut *tx)
-    .await?;
-    write_ends(&mut *tx, records, &updates).await?;
+    let ended = write_ends(&mut *tx, records, &updates).await?;
+    let made = callbacks::make(&mut tx, secrets, &ended, Utc::now()).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(made)
 }
 
 /// Inserts execution records (each in its job's current round) and applies job
-/// changes, in one statement.
+/// changes, in one statement. Returns the jobs that ended in a state their callback
+/// fires on, of those whose update said it may.
 async fn write_ends(
     db: impl sqlx::PgExecutor<'_>,
     records: &[ExecutionRecord],
     updates: &[&JobUpdate],
-) -> Result<(), RepoError> {
+) -> Result<Vec<JobId>, RepoError> {
     let col = |f: fn(&ExecutionRecord) -> i32| records.iter().map(f).collect::<Vec<i32>>();
     let job_ids: Vec<Uuid> = records.iter().map(|r| r.job_id.as_uuid()).collect();
     let tokens: Vec<Token> = records.iter().map(|r| r.token).collect();
@@ -240,10 +284,11 @@ async fn write_ends(
         .iter()
         .map(|u| u.last.as_ref().map(|l| l.2))
         .collect();
+    let may_call_back: Vec<bool> = updates.iter().map(|u| u.may_call_back).collect();
     // Each record takes its job's round by primary key (a scalar subquery: a join here
     // once let the planner scan every job of the table per batch).
-    sqlx::query!(
-        "WITH records AS (
+    let ended = sqlx::query_scalar!(
+        r#"WITH records AS (
              INSERT INTO job_executions (job_id, attempt, token, worker, outcome, stale, status_code, error,
                                          duration_ms, response_excerpt, started_at, finished_at, round)
              SELECT t.*, COALESCE((SELECT j.round FROM jobs j WHERE j.id = t.job_id), 1)
@@ -252,7 +297,7 @@ async fn write_ends(
                   AS t(job_id, attempt, token, worker, outcome, stale, status_code, error, duration_ms,
                        response_excerpt, started_at, finished_at)
              ON CONFLICT (job_id, token, stale) DO NOTHING
-         )
+         ), ended AS (
          UPDATE jobs SET
              state = u.state,
              attempts = LEAST(u.attempts, jobs.max_attempts),
@@ -264,9 +309,14 @@ async fn write_ends(
              finished_at = CASE WHEN u.state IN ('succeeded', 'dead', 'cancelled') THEN now() END,
              updated_at = now()
          FROM UNNEST($13::uuid[], $14::int8[], $15::int4[], $16::job_state[], $17::timestamptz[], $18::bool[],
-                     $19::int2[], $20::text[], $21::int4[])
-              AS u(id, token, attempts, state, run_at, has_last, code, error, duration)
-         WHERE jobs.id = u.id AND jobs.token <= u.token AND jobs.state IN ('scheduled', 'queued', 'running')",
+                     $19::int2[], $20::text[], $21::int4[], $22::bool[])
+              AS u(id, token, attempts, state, run_at, has_last, code, error, duration, may_call_back)
+         WHERE jobs.id = u.id AND jobs.token <= u.token AND jobs.state IN ('scheduled', 'queued', 'running')
+         RETURNING jobs.id, jobs.state, u.may_call_back, jobs.spec
+         )
+         -- Only an end that may call back looks into its spec.
+         SELECT id AS "id!: JobId" FROM ended
+         WHERE may_call_back AND state IN ('succeeded', 'dead', 'cancelled') AND spec -> 'callback' IS NOT NULL"#,
         &job_ids,
         &col(|r| r.attempt),
         &tokens as &[Token],
@@ -287,11 +337,12 @@ async fn write_ends(
         &has_last,
         &last_codes as &[Option<i16>],
         &last_errors as &[Option<&str>],
-        &durations as &[Option<i32>]
+        &durations as &[Option<i32>],
+        &may_call_back
     )
-    .execute(db)
+    .fetch_all(db)
     .await?;
-    Ok(())
+    Ok(ended)
 }
 
 /// Fills in, for jobs the API cancelled while their call ran, that call as their last

@@ -2,11 +2,15 @@
 //! dispatch outbox entry in the same statement), cancelling, and retrying.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::{OutboxId, RepoError};
-use crate::domain::{JobId, JobState, NewJob};
+use crate::{
+    callbacks,
+    crypto::SecretBox,
+    domain::{JobId, JobState, NewJob, Token},
+};
 
 /// The idempotency key of a request and the hash of its body.
 #[derive(Debug, Clone)]
@@ -54,16 +58,21 @@ pub async fn insert_jobs(
     let hashes: Vec<Option<&[u8]>> = (0..jobs.len())
         .map(|i| key(i).map(|k| k.request_hash.as_slice()))
         .collect();
+    let parents: Vec<Option<Uuid>> = jobs
+        .iter()
+        .map(|j| j.callback_of.map(|p| p.as_uuid()))
+        .collect();
     // The jobs also enter the dispatch outbox, in the same statement, so a job is never
     // committed without a record that it still has to reach Redis.
     let inserted = sqlx::query_scalar!(
         r#"WITH inserted AS (
                INSERT INTO jobs (id, queue, state, priority, spec, labels, max_attempts, run_at, idempotency_key,
-                                 request_hash, created_at, updated_at)
-               SELECT id, queue, state, priority, spec::json, labels::jsonb, max_attempts, run_at, key, hash, $12, $12
+                                 request_hash, created_at, updated_at, callback_of)
+               SELECT id, queue, state, priority, spec::json, labels::jsonb, max_attempts, run_at, key, hash, $12, $12,
+                      parent
                FROM UNNEST($1::uuid[], $2::text[], $3::job_state[], $4::int2[], $5::text[], $6::text[], $7::int4[],
-                           $8::timestamptz[], $9::text[], $10::bytea[])
-                    AS t(id, queue, state, priority, spec, labels, max_attempts, run_at, key, hash)
+                           $8::timestamptz[], $9::text[], $10::bytea[], $13::uuid[])
+                    AS t(id, queue, state, priority, spec, labels, max_attempts, run_at, key, hash, parent)
                ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                RETURNING id
            ), outbox AS (
@@ -83,6 +92,7 @@ pub async fn insert_jobs(
         &hashes as &[Option<&[u8]>],
         outbox.as_uuid(),
         now,
+        &parents as &[Option<Uuid>],
     )
     .fetch_all(db)
     .await?;
@@ -106,19 +116,27 @@ pub async fn find_by_idempotency_key(
     Ok(row.map(|r| (r.id, r.hash)))
 }
 
-/// Cancels a live job; `false` when the job is not live (terminal or absent).
+/// Cancels a live job in `tx`, making its callback job when it calls back on
+/// `cancelled`; `None` when the job is not live (terminal or absent).
 ///
 /// # Errors
 /// PostgreSQL unreachable.
-pub async fn cancel_job(db: impl PgExecutor<'_>, id: JobId) -> Result<bool, RepoError> {
+pub async fn cancel_job(
+    tx: &mut PgConnection,
+    secrets: &SecretBox,
+    id: JobId,
+) -> Result<Option<callbacks::Made>, RepoError> {
     let done = sqlx::query!(
         "UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
          WHERE id = $1 AND state IN ('scheduled', 'queued', 'running')",
         id as JobId
     )
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    Ok(Some(callbacks::make(tx, secrets, &[id], Utc::now()).await?))
 }
 
 /// Puts a dead or cancelled job back to run from its first attempt, in a new round;
@@ -130,7 +148,8 @@ pub async fn reset_for_retry(db: impl PgExecutor<'_>, id: JobId) -> Result<bool,
     let done = sqlx::query!(
         "WITH reset AS (
              UPDATE jobs SET state = 'queued', attempts = 0, round = round + 1, run_at = now(),
-                    finished_at = NULL, updated_at = now()
+                    finished_at = NULL, updated_at = now(), progress_percent = NULL,
+                    progress_message = NULL, progress_at = NULL
              WHERE id = $1 AND state IN ('dead', 'cancelled')
              RETURNING id
          ), outbox AS (
@@ -142,4 +161,41 @@ pub async fn reset_for_retry(db: impl PgExecutor<'_>, id: JobId) -> Result<bool,
     .fetch_one(db)
     .await?;
     Ok(done.n == 1)
+}
+
+/// Progress as stored.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub percent: i16,
+    pub message: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Stores progress reported by the attempt with fencing token `attempt` of a live job,
+/// unless a newer attempt has reported or started (PostgreSQL's token is newer); `None`
+/// when it was not stored.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn report_progress(
+    db: impl PgExecutor<'_>,
+    id: JobId,
+    attempt: Token,
+    percent: i16,
+    message: Option<&str>,
+) -> Result<Option<Progress>, RepoError> {
+    Ok(sqlx::query_as!(
+        Progress,
+        r#"UPDATE jobs SET progress_percent = $3, progress_message = $4, progress_at = now(),
+                  progress_token = $2
+           WHERE id = $1 AND state IN ('scheduled', 'queued', 'running')
+             AND token <= $2 AND COALESCE(progress_token, 0) <= $2
+           RETURNING progress_percent AS "percent!", progress_message AS message, progress_at AS "at!""#,
+        id as JobId,
+        attempt as Token,
+        percent,
+        message
+    )
+    .fetch_optional(db)
+    .await?)
 }

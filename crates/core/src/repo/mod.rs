@@ -25,7 +25,8 @@ mod upkeep;
 pub use dispatch_outbox::*;
 pub use executions::{ExecutionRow, Outcome, list_executions};
 pub use history::{
-    AttemptEnd, ExecutionRecord, HistoryBatch, JobUpdate, Started, record_history, write_history,
+    AttemptEnd, ExecutionRecord, HistoryBatch, JobUpdate, Started, Written, record_history,
+    write_history,
 };
 pub use jobs::*;
 pub use queue_counts::*;

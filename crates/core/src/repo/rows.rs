@@ -27,6 +27,20 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The job whose end made this one (a callback).
+    pub callback_of: Option<JobId>,
+    /// The callbacks this job's ends made, oldest first.
+    pub callbacks: Option<Json<Vec<ChildJob>>>,
+    pub progress_percent: Option<i16>,
+    pub progress_message: Option<String>,
+    pub progress_at: Option<DateTime<Utc>>,
+}
+
+/// A job another job made (its callback), with its effective state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ChildJob {
+    pub id: JobId,
+    pub state: JobState,
 }
 
 /// `sqlx::query_as!(JobRow, ...)` over the one column list, followed by `$tail` (the
@@ -39,7 +53,12 @@ macro_rules! select_jobs {
                       job_effective_state(jobs.state, jobs.run_at) AS "state!: JobState",
                       jobs.spec AS "spec: Json<JobSpec>", jobs.labels AS "labels: Json<Labels>",
                       jobs.attempts, jobs.round, jobs.run_at, jobs.last_status_code, jobs.last_error,
-                      jobs.last_duration_ms, jobs.created_at, jobs.updated_at, jobs.finished_at "#
+                      jobs.last_duration_ms, jobs.created_at, jobs.updated_at, jobs.finished_at,
+                      jobs.callback_of AS "callback_of: JobId",
+                      (SELECT json_agg(json_build_object('id', c.id, 'state', job_effective_state(c.state, c.run_at))
+                                       ORDER BY c.id)
+                       FROM jobs c WHERE c.callback_of = jobs.id) AS "callbacks: Json<Vec<crate::repo::ChildJob>>",
+                      jobs.progress_percent, jobs.progress_message, jobs.progress_at "#
                 + $tail
             $(, $arg)*
         )
@@ -79,6 +98,11 @@ impl JobRow {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            callback_of: job.callback_of,
+            callbacks: None,
+            progress_percent: None,
+            progress_message: None,
+            progress_at: None,
         }
     }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::{
     JobState,
-    domain::{Backoff, Method, Target},
+    domain::{Backoff, Callback, Method, Target},
     repo::{ExecutionRow, JobRow},
 };
 
@@ -39,6 +39,14 @@ pub struct JobView {
     pub follow_redirects: bool,
     /// The flow key whose limits the job's calls count against.
     pub flow_key: Option<String>,
+    /// Where the job is POSTed when it ends in a state of `on`.
+    pub callback: Option<CallbackView>,
+    /// The job whose end made this one (this is its callback).
+    pub callback_of: Option<Uuid>,
+    /// The callback jobs this job's ends made, oldest first.
+    pub callbacks: Vec<CallbackRef>,
+    /// The latest progress the target reported (`POST /v1/jobs/{id}/progress`).
+    pub progress: Option<ProgressView>,
     pub labels: BTreeMap<String, String>,
     /// The schedule occurrence that made this job, if one did.
     pub schedule: Option<OccurrenceView>,
@@ -102,6 +110,43 @@ pub struct OccurrenceView {
     pub occurrence: DateTime<Utc>,
 }
 
+/// A job's callback, with secret header values shown as `[redacted]`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CallbackView {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub on: Vec<JobState>,
+}
+
+impl CallbackView {
+    pub fn new(callback: &Callback) -> Self {
+        Self {
+            url: callback.url.as_str().to_owned(),
+            headers: callback
+                .redacted_headers()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+            on: callback.on.clone(),
+        }
+    }
+}
+
+/// A callback job a job made.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CallbackRef {
+    pub id: Uuid,
+    pub state: JobState,
+}
+
+/// Progress a target reported while a call ran.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProgressView {
+    /// 0 to 100.
+    pub percent: u8,
+    pub message: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// The latest attempt's result.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LastOutcome {
@@ -128,6 +173,25 @@ impl JobView {
             retry_on_status: spec.retry_on_status.clone(),
             follow_redirects: spec.follow_redirects,
             flow_key: spec.flow_key.as_ref().map(ToString::to_string),
+            callback: spec.callback.as_ref().map(CallbackView::new),
+            callback_of: row.callback_of.map(|p| p.as_uuid()),
+            callbacks: row
+                .callbacks
+                .iter()
+                .flat_map(|c| c.0.iter())
+                .map(|c| CallbackRef {
+                    id: c.id.as_uuid(),
+                    state: c.state,
+                })
+                .collect(),
+            progress: row
+                .progress_percent
+                .zip(row.progress_at)
+                .map(|(percent, updated_at)| ProgressView {
+                    percent: percent.clamp(0, 100) as u8,
+                    message: row.progress_message.clone(),
+                    updated_at,
+                }),
             labels: row.labels.0.clone(),
             schedule: spec.occurrence.as_ref().map(|o| OccurrenceView {
                 name: o.schedule.to_string(),

@@ -59,6 +59,7 @@ pub struct JobTemplateView {
     pub retry_on_status: Vec<u16>,
     pub follow_redirects: bool,
     pub flow_key: Option<String>,
+    pub callback: Option<super::CallbackView>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -75,6 +76,7 @@ impl JobTemplateView {
             retry_on_status: spec.retry_on_status.clone(),
             follow_redirects: spec.follow_redirects,
             flow_key: spec.flow_key.as_ref().map(ToString::to_string),
+            callback: spec.callback.as_ref().map(super::CallbackView::new),
             labels: job.labels.clone(),
         }
     }

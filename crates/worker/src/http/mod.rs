@@ -78,6 +78,8 @@ pub struct HttpCaller {
     secrets: Arc<SecretBox>,
     limits: JobLimits,
     max_response_bytes: usize,
+    /// `server.public_url` without its trailing slash, when progress URLs are sent.
+    progress_base: Option<Arc<str>>,
 }
 
 impl HttpCaller {
@@ -121,6 +123,9 @@ impl HttpCaller {
             secrets,
             limits: settings.jobs.clone(),
             max_response_bytes: settings.outbound.max_response_bytes,
+            progress_base: Some(settings.server.public_url.trim_end_matches('/'))
+                .filter(|base| !base.is_empty())
+                .map(Arc::from),
         })
     }
 
@@ -200,6 +205,13 @@ impl HttpCaller {
         }
         set("x-courier-job-id", &id);
         set("x-courier-attempt", &job.attempt.to_string());
+        if let Some(base) = &self.progress_base {
+            let token = self.secrets.progress_token(&id, job.token.0);
+            set(
+                "x-courier-progress-url",
+                &format!("{base}/v1/jobs/{id}/progress?token={token}"),
+            );
+        }
         if let Some(occurrence) = &job.spec.occurrence {
             set("x-courier-schedule", occurrence.schedule.as_str());
             set(
