@@ -44,6 +44,8 @@ missing=()
 { command -v psql && command -v pg_isready && command -v pg_ctlcluster; } >/dev/null 2>&1 || missing+=(postgresql)
 # Python runs reference tools against Courier (schemathesis, Standard Webhooks).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3 python3-venv)
+# The dashboard's browser test drives Debian's chromium (never a downloaded browser).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
     is_root || die "missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}"
     say "installing ${missing[*]}"

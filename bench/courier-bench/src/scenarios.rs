@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Every scenario, in the order they run.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     "enqueue",
     "enqueue-batch",
     "drain",
@@ -25,6 +25,7 @@ pub const ALL: [&str; 10] = [
     "redis-memory",
     "worker-kill",
     "schedules",
+    "bulk-retry",
 ];
 
 /// The flow key of `drain-limited`'s jobs.
@@ -58,6 +59,8 @@ pub struct Size {
     /// Schedules firing every second in `schedules`, and for how long.
     pub schedules: u64,
     pub schedule_secs: f64,
+    /// Dead jobs that `bulk-retry` puts back in one request.
+    pub bulk_jobs: u64,
 }
 
 impl Size {
@@ -81,6 +84,7 @@ impl Size {
             kill_jobs: 1000,
             schedules: 1000,
             schedule_secs: 60.0,
+            bulk_jobs: 100_000,
         }
     }
 
@@ -120,6 +124,7 @@ impl Size {
             kill_jobs: 20,
             schedules: 10,
             schedule_secs: 2.0,
+            bulk_jobs: 200,
         }
     }
 }
@@ -145,6 +150,7 @@ impl Bench<'_> {
             "redis-memory" => self.redis_memory(d).await,
             "worker-kill" => self.worker_kill(d).await,
             "schedules" => self.schedules(d).await,
+            "bulk-retry" => self.bulk_retry(d).await,
             other => anyhow::bail!("no scenario {other:?}"),
         }
     }
@@ -430,6 +436,48 @@ impl Bench<'_> {
 }
 
 impl Bench<'_> {
+    /// SPEC 12's bulk action: `bulk_jobs` jobs die on their one attempt (the target
+    /// answers 500), the workers stop, and one request puts every dead job back in its
+    /// queue: Courier's `POST /v1/jobs/bulk/retry` (in PostgreSQL, batches of 1,000, and
+    /// into Redis), BullMQ's `Queue.retryJobs` on its failed set.
+    async fn bulk_retry(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        let n = self.size.bulk_jobs;
+        let per = self.size.batch_jobs.min(n as usize).max(1);
+        let requests = n.div_ceil(per as u64);
+        anyhow::ensure!(requests * per as u64 == n, "{n} is not a multiple of {per}");
+        let system = d.system;
+        let mut job = system.job(&self.target.url("/fail/100"), None, None);
+        match system {
+            System::Courier => job["max_attempts"] = 1.into(),
+            System::Bullmq => job["attempts"] = 1.into(),
+        }
+        let make: MakeRequest = Arc::new(move |_| system.batch(vec![job.clone(); per]));
+        let done = load::send_all(
+            &d.endpoint,
+            self.size.batch_conns.max(2),
+            requests,
+            make,
+            "dying (batches)",
+        )
+        .await;
+        anyhow::ensure!(
+            done.ok == requests,
+            "{} of {requests} batches failed",
+            done.failed()
+        );
+        self.run_worker(d, self.size.worker_concurrency, n, "bulk-retry (dying)")
+            .await?;
+        d.kill_workers().await;
+        let started = std::time::Instant::now();
+        let retried = d.retry_failed().await?;
+        let secs = started.elapsed().as_secs_f64();
+        anyhow::ensure!(retried == n, "retried {retried} of {n} dead jobs");
+        Ok(vec![
+            Figure::new("seconds to retry every dead job", secs, Better::Lower),
+            Figure::new("jobs retried per s", n as f64 / secs, Better::Higher),
+        ])
+    }
+
     /// SPEC 8's schedules row: `schedules` schedules every second for `schedule_secs`:
     /// how late each occurrence's job was created (Courier records it per occurrence)
     /// and how late its call reached the target, and the API's CPU meanwhile.

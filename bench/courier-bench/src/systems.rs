@@ -439,6 +439,31 @@ impl Deployment {
         }
     }
 
+    /// Puts every dead (failed) job back in its queue in one request; how many it did.
+    pub async fn retry_failed(&self) -> anyhow::Result<u64> {
+        let (path, body) = match self.system {
+            System::Courier => ("/v1/jobs/bulk/retry", json!({"filter": {"state": "dead"}})),
+            System::Bullmq => ("/jobs/retry-failed", json!({})),
+        };
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{}{path}", self.endpoint.addr))
+            .json(&body);
+        if let Some(auth) = &self.endpoint.authorization {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        let answer: Value = response.json().await?;
+        answer["done"]
+            .as_u64()
+            .or_else(|| answer["retried"].as_u64())
+            .ok_or_else(|| anyhow::anyhow!("{path} answered {answer}"))
+    }
+
     /// Jobs stored and not yet finished or finished: everything the system holds.
     pub async fn stored(&mut self) -> anyhow::Result<u64> {
         match &self.courier {

@@ -89,6 +89,15 @@ app.put('/schedulers/:id', async (req, res) => {
   res.status(201).json({ id: req.params.id });
 });
 
+// Every failed job back to wait, as BullMQ's own bulk action does it ("Retrying failed
+// jobs": Queue.retryJobs, in pages of `count`, failed before `timestamp`).
+app.post('/jobs/retry-failed', async (_req, res) => {
+  const before = await queue.getJobCountByTypes('failed');
+  await queue.retryJobs({ state: 'failed', count: 1000, timestamp: Date.now() });
+  const after = await queue.getJobCountByTypes('failed');
+  res.json({ retried: before - after });
+});
+
 app.get('/counts', async (_req, res) => {
   res.json(
     await queue.getJobCounts('wait', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children'),

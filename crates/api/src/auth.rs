@@ -1,7 +1,12 @@
 //! API keys on every `/v1` route: `Authorization: Bearer <key>`, looked up by its SHA-256,
 //! checked against the route's scope (`GET` needs `read`, everything else `write`), then
 //! rate-limited per key. Handlers see the result as a [`Caller`], which also answers
-//! whether the key may touch a queue.
+//! whether the key may touch a queue, and names the key in the audit log.
+//!
+//! The dashboard signs in once (`POST /ui/session`) and then sends its session cookie
+//! instead of a key. A cookie is sent by the browser on its own, so a cookie-authorised
+//! request that changes anything must also carry the session's `X-CSRF-Token`, or it is
+//! refused with 403 before it has any effect.
 
 use std::{
     collections::HashMap,
@@ -17,7 +22,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use courier_core::{
-    repo::keys::{self, ApiKey, Scope},
+    repo::{
+        audit::AuditEntry,
+        keys::{self, ApiKey, Scope},
+        sessions,
+    },
     settings::AuthSettings,
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
@@ -131,6 +140,23 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The audit log's entry for a change this caller made.
+    pub fn audit(
+        &self,
+        action: &'static str,
+        target: serde_json::Value,
+        count: Option<i64>,
+    ) -> AuditEntry {
+        AuditEntry {
+            key_id: self.key.as_ref().map(|k| k.id),
+            key_name: self.key.as_ref().map(|k| k.name.clone()),
+            action,
+            target: Some(target),
+            count,
+            details: None,
+        }
+    }
+
     /// Whether this caller may see and change jobs of `queue`.
     pub fn may_use(&self, queue: &str) -> bool {
         match self.key.as_deref().and_then(|k| k.queues.as_deref()) {
@@ -201,6 +227,12 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     // the whole request cannot be held across the key lookup.
     let wanted = Wanted {
         secret: bearer(req.headers()).map(str::to_owned),
+        session: session_cookie(req.headers()).map(str::to_owned),
+        csrf: req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         method: req.method().clone(),
         path: path.to_owned(),
     };
@@ -213,9 +245,16 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
 }
 
+/// The dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "courier_session";
+/// The header that carries a session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
 /// What a request asks for.
 struct Wanted {
     secret: Option<String>,
+    session: Option<String>,
+    csrf: Option<String>,
     method: Method,
     path: String,
 }
@@ -225,17 +264,31 @@ async fn authorise(state: &AppState, req: Wanted) -> Result<Caller, ApiError> {
     if !auth.enabled {
         return Ok(Caller { key: None });
     }
-    let secret = req.secret.ok_or(ApiError::Unauthorized("none was sent"))?;
-    let key = auth
-        .find(&state.db, &secret)
-        .await?
-        .ok_or(ApiError::Unauthorized("this key is unknown or revoked"))?;
-    auth.admit(key.id).map_err(ApiError::RateLimited)?;
-    let needed = if matches!(req.method, Method::GET | Method::HEAD) {
-        Scope::Read
-    } else {
-        Scope::Write
+    let reads = matches!(req.method, Method::GET | Method::HEAD);
+    let key = match (req.secret, req.session) {
+        (Some(secret), _) => auth
+            .find(&state.db, &secret)
+            .await?
+            .ok_or(ApiError::Unauthorized("this key is unknown or revoked"))?,
+        (None, Some(session)) => {
+            let (key, csrf) =
+                sessions::find(&state.db, &session)
+                    .await?
+                    .ok_or(ApiError::Unauthorized(
+                        "the session has ended; sign in again",
+                    ))?;
+            if !reads && !same_secret(req.csrf.as_deref().unwrap_or(""), &csrf) {
+                return Err(ApiError::Forbidden(
+                    "a change made with a session cookie needs the session's X-CSRF-Token header"
+                        .into(),
+                ));
+            }
+            Arc::new(key)
+        }
+        (None, None) => return Err(ApiError::Unauthorized("none was sent")),
     };
+    auth.admit(key.id).map_err(ApiError::RateLimited)?;
+    let needed = if reads { Scope::Read } else { Scope::Write };
     if key.scope < needed {
         return Err(ApiError::Forbidden(format!(
             "this API key has scope {:?}; {} {} needs {:?} or above",
@@ -246,6 +299,36 @@ async fn authorise(state: &AppState, req: Wanted) -> Result<Caller, ApiError> {
         )));
     }
     Ok(Caller { key: Some(key) })
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    // Equal digests of equal length inputs; comparing digests leaks nothing of the token.
+    Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes()) && !b.is_empty()
+}
+
+/// The dashboard session's secret from the `Cookie` header.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// Looks up a key by its secret, for signing in to the dashboard.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn key_for_sign_in(
+    state: &AppState,
+    secret: &str,
+) -> Result<Option<Arc<ApiKey>>, ApiError> {
+    state.auth.find(&state.db, secret).await
 }
 
 /// The key of an `Authorization: Bearer <key>` header.

@@ -100,6 +100,19 @@ async fn manage_keys(settings: &Settings, command: KeysCommand) -> anyhow::Resul
                 "--name must be 1 to 200 characters"
             );
             let created = keys::create_key(&pool, &name, scope, queues).await?;
+            courier_core::repo::audit::record(
+                &pool,
+                &courier_core::repo::audit::AuditEntry {
+                    key_name: Some("(command line)".into()),
+                    action: "keys.create",
+                    target: Some(
+                        serde_json::json!({"id": created.key.id, "name": created.key.name,
+                                                    "scope": scope.as_str()}),
+                    ),
+                    ..Default::default()
+                },
+            )
+            .await?;
             // The key goes to standard output alone, so that it can be captured; where
             // it goes when that is not a terminal, the note says.
             let shown = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -140,6 +153,17 @@ async fn manage_keys(settings: &Settings, command: KeysCommand) -> anyhow::Resul
                 revoked > 0,
                 "no active key has id or prefix {id_or_prefix:?}"
             );
+            courier_core::repo::audit::record(
+                &pool,
+                &courier_core::repo::audit::AuditEntry {
+                    key_name: Some("(command line)".into()),
+                    action: "keys.revoke",
+                    target: Some(serde_json::json!(id_or_prefix)),
+                    count: Some(i64::try_from(revoked).unwrap_or(i64::MAX)),
+                    ..Default::default()
+                },
+            )
+            .await?;
             println!(
                 "revoked {revoked} key(s); the API stops accepting them within {} s",
                 courier_api::auth::KEY_CACHE_TTL.as_secs()

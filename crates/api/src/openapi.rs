@@ -15,7 +15,8 @@ use courier_core::schedule::{CatchupPolicy, Overlap};
           list_queues, get_queue, get_queue_settings, patch_queue_settings, pause_queue, resume_queue,
           list_flow_keys, get_flow_key, put_flow_key, delete_flow_key, create_schedule, put_schedule, patch_schedule, get_schedule,
           list_schedules, delete_schedule, pause_schedule, resume_schedule, trigger_schedule,
-          backfill_schedule, list_runs, healthz, readyz),
+          backfill_schedule, list_runs, bulk_retry, bulk_cancel, list_audit, queue_throughput, metrics,
+          sign_in, get_session, sign_out, healthz, readyz),
     components(schemas(JobRequest, TargetRequest, BackoffRequest, Method, JobState, BatchRequest, BatchAccepted,
                        JobView, TargetView, BackoffView, LastOutcome, CallbackRequest, CallbackView,
                        CallbackRef, ProgressView, ProgressRequest, JobPage, ExecutionView, ExecutionList,
@@ -23,8 +24,10 @@ use courier_core::schedule::{CatchupPolicy, Overlap};
                        ScheduleRequest, CatchupRequest, SchedulePatch, PauseRequest, BackfillRequest,
                        ScheduleView, CatchupView, JobTemplateView, ScheduleList, RunView, RunPage,
                        Overlap, CatchupPolicy, QueueSettingsPatch, RateRequest, FlowKeyRequest,
-                       QueueSettingsView, RateView, FlowKeyView, FlowKeyQueueView, FlowKeyList, FlowKeyLimitsView)),
-    tags((name = "jobs"), (name = "queues"), (name = "flow-keys"), (name = "schedules"), (name = "health")),
+                       QueueSettingsView, RateView, FlowKeyView, FlowKeyQueueView, FlowKeyList, FlowKeyLimitsView,
+                       BulkRequest, BulkFilterRequest, BulkResult, AuditView, AuditPage, MinuteView,
+                       ThroughputView, SessionView, SignInRequest)),
+    tags((name = "jobs"), (name = "queues"), (name = "flow-keys"), (name = "schedules"), (name = "audit"), (name = "dashboard"), (name = "health")),
     modifiers(&ApiKeys)
 )]
 pub struct ApiDoc;

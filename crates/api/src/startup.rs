@@ -41,6 +41,7 @@ impl Application {
         settings: Settings,
         clock: courier_core::clock::SharedClock,
     ) -> anyhow::Result<Self> {
+        courier_core::metrics::install();
         let secrets = Arc::new(SecretBox::from_settings(&settings.secrets)?);
         let outbound = Arc::new(OutboundPolicy::from_settings(&settings.outbound)?);
         let db = db::connect_lazy(&settings.database)?;
@@ -104,6 +105,14 @@ impl Application {
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let mut background = self.state.maintenance().spawn(&stop, true);
+        background.push(
+            courier_core::metrics::StatusLoop {
+                db: self.state.db.clone(),
+                queue: self.state.queue.clone(),
+                depths: true,
+            }
+            .spawn(stop.clone()),
+        );
         if self.state.settings.scheduler.enabled {
             background.push(tokio::spawn(self.state.scheduler.clone().run(stop.clone())));
         }

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod maintenance;
+pub mod metrics;
 pub mod outbound;
 pub mod queue;
 pub mod repo;

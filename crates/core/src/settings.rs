@@ -120,6 +120,10 @@ pub struct WorkerSettings {
     pub history_buffer: usize,
     /// A name for this worker in execution records; empty uses host name and process id.
     pub name: String,
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz` (0: a port the
+    /// system picks, logged at start).
+    pub metrics_host: String,
+    pub metrics_port: u16,
 }
 
 /// How long finished jobs stay in PostgreSQL.
@@ -257,6 +261,8 @@ idle_poll_ms = 1000
 history_batch = 1000
 history_buffer = 100_000
 name = ""
+metrics_host = "0.0.0.0"
+metrics_port = 9464
 
 [retention]
 succeeded_hours = 168

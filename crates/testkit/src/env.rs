@@ -62,6 +62,9 @@ impl TestEnv {
         settings.server.port = 0;
         settings.server.shutdown_grace_ms = 5000;
         settings.worker.idle_poll_ms = 500;
+        // Tests run side by side: each worker's metrics on a port of its own.
+        settings.worker.metrics_host = "127.0.0.1".into();
+        settings.worker.metrics_port = 0;
         settings.telemetry.format = LogFormat::Pretty;
         settings.telemetry.filter = "warn,courier=info".into();
         // Tests call targets on 127.0.0.1, which SSRF protection refuses unless allowed.
@@ -96,6 +99,8 @@ impl TestEnv {
                 self.settings.redis.prefix.clone(),
             ),
             ("COURIER__SERVER__HOST".into(), "127.0.0.1".into()),
+            ("COURIER__WORKER__METRICS_HOST".into(), "127.0.0.1".into()),
+            ("COURIER__WORKER__METRICS_PORT".into(), "0".into()),
             ("COURIER__TELEMETRY__FORMAT".into(), "json".into()),
             (
                 "COURIER__WORKER__IDLE_POLL_MS".into(),

@@ -106,10 +106,14 @@ async fn a_queue_rate_of_50_a_second_holds_across_three_worker_processes() {
 
     let at: Vec<_> = target.received().iter().map(|r| r.at).collect();
     assert_eq!(at.len(), 2000, "each job was called once");
-    let most = most_in_any_window(at.clone(), Duration::from_secs(1));
+    // The bucket counts a call when Redis grants its token; the target sees it a few
+    // milliseconds later, by how much varying with the load on the machine. Calls that
+    // reach the target within 950 ms were granted within at most 1 s if that delay
+    // varies by less than 50 ms, so those windows must hold at most 50 + burst.
+    let most = most_in_any_window(at.clone(), Duration::from_millis(950));
     assert!(
         most <= 50 + burst,
-        "{most} calls started within one second; the limit is 50 a second plus a burst of {burst}"
+        "{most} calls reached the target within 950 ms; the limit is 50 a second plus a burst of {burst}"
     );
     // The mean over the whole run, the burst at its start aside.
     let first = *at.iter().min().unwrap();
@@ -119,7 +123,7 @@ async fn a_queue_rate_of_50_a_second_holds_across_three_worker_processes() {
         (mean - 50.0).abs() <= 2.5,
         "mean rate {mean:.2} a second, more than 5% from 50"
     );
-    println!("rate 50/s, burst {burst}: most in any 1 s window {most}, mean {mean:.2}/s");
+    println!("rate 50/s, burst {burst}: most in any 950 ms window {most}, mean {mean:.2}/s");
     let executed: Vec<(String, i64)> =
         sqlx::query_as("SELECT worker, count(*) FROM job_executions GROUP BY worker")
             .fetch_all(&env.db)

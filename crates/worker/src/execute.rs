@@ -143,6 +143,10 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
             .await;
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
+        if job.attempt == 1 {
+            let due = job.spec.not_before.unwrap_or_else(|| job.id.created_at());
+            courier_core::metrics::queue_wait(job.queue.as_str(), (started_at - due).as_seconds_f64());
+        }
         let result = tokio::select! {
             result = ctx.http.call(&job) => Ok(result),
             reason = entry.aborted() => Err(reason),
@@ -204,6 +208,13 @@ pub async fn run(ctx: Arc<Context>, job: Leased, permit: OwnedSemaphorePermit) {
                 } else {
                     tracing::info!(outcome = verdict.outcome.as_str(), state = %verdict.state, status = verdict.status_code,
                         duration_ms, stale = !applied, "attempt finished");
+                }
+                if applied {
+                    let queue = job.queue.as_str();
+                    courier_core::metrics::attempt(queue, verdict.outcome.as_str(), Some(elapsed.as_secs_f64()));
+                    if verdict.state.is_terminal() {
+                        courier_core::metrics::finished(queue, verdict.state.as_str(), 1);
+                    }
                 }
                 record_end(&ctx, &job.queue, end, applied).await;
             }

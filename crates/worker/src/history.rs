@@ -89,6 +89,14 @@ impl History {
         )
     }
 
+    /// Events waiting for a writer (not yet in PostgreSQL).
+    pub fn buffered(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.max_capacity() - s.capacity())
+            .sum()
+    }
+
     /// Queues an event; waits while the buffer is full (PostgreSQL down for long).
     pub async fn send(&self, event: Event) {
         let shard = (event.job().as_uuid().as_u128() % self.shards.len() as u128) as usize;
@@ -177,6 +185,9 @@ async fn write_loop(
                     }
                 }
             };
+            if written.rejected > 0 {
+                courier_core::metrics::history_rejects(written.rejected as u64);
+            }
             if written.callbacks.iter().any(|made| !made.is_empty()) {
                 // Off the writer's path, like the acknowledgements below.
                 let dispatcher = Dispatcher::new(db.clone(), queue.clone());

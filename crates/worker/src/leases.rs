@@ -93,6 +93,10 @@ async fn reap_once(ctx: &Context, queue: &QueueName) -> bool {
     for job in reaped {
         tracing::warn!(job.id = %job.id, %queue, attempts = job.attempts, dead = job.dead,
             "lease expired; the job was taken back");
+        courier_core::metrics::attempt(queue.as_str(), "lease_expired", None);
+        if job.dead {
+            courier_core::metrics::finished(queue.as_str(), "dead", 1);
+        }
         ends.push(lost_attempt(ctx, job.id, job.token, job.attempts, job.dead));
     }
     // Through the journal: the reaping worker may be killed too before its history lands.

@@ -7,6 +7,7 @@ pub mod history;
 pub mod http;
 pub mod inflight;
 pub mod leases;
+pub mod metrics_server;
 pub mod runner;
 
 pub use runner::Worker;

@@ -44,6 +44,7 @@ pub struct Worker {
     ctx: Arc<Context>,
     secrets: Arc<SecretBox>,
     history_task: tokio::task::JoinHandle<()>,
+    metrics: tokio::net::TcpListener,
 }
 
 impl Worker {
@@ -52,6 +53,15 @@ impl Worker {
     /// # Errors
     /// Bad URLs or the TLS backend failing to initialise.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        courier_core::metrics::install();
+        let metrics = crate::metrics_server::bind(
+            &settings.worker.metrics_host,
+            settings.worker.metrics_port,
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("worker.metrics_port {}: {e}", settings.worker.metrics_port)
+        })?;
         let queue = RedisQueue::new(&settings.redis)?;
         queue.warn_on_unsafe_settings().await;
         let db = db::connect_lazy(&settings.database)?;
@@ -83,7 +93,13 @@ impl Worker {
             ctx,
             secrets,
             history_task,
+            metrics,
         })
+    }
+
+    /// The port of this worker's `/metrics`.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
     /// This worker's name in execution records.
@@ -105,6 +121,7 @@ impl Worker {
             ctx,
             secrets,
             history_task,
+            metrics,
         } = self;
         let configured: Vec<QueueName> = settings
             .worker
@@ -116,6 +133,12 @@ impl Worker {
         let stop_fetching = CancellationToken::new();
         let stop_side = CancellationToken::new();
         let mut side = JoinSet::new();
+        side.spawn(crate::metrics_server::serve(
+            metrics,
+            ctx.clone(),
+            pool.clone(),
+            stop_side.clone(),
+        ));
         side.spawn(leases::heartbeat(ctx.clone(), stop_side.clone()));
         side.spawn(leases::cancel_listener(ctx.clone(), stop_side.clone()));
         // Workers keep PostgreSQL and Redis in step too, so that happens while any

@@ -201,13 +201,16 @@ impl JobRequest {
         let (run_at, delay_ms) = (self.run_at.clone(), self.delay_ms);
         let run_at = parse::run_at(&mut p, run_at, delay_ms, now);
         let parts = self.parse_parts(&mut p, limits);
-        p.finish(parts.map(|(queue, spec, labels)| NewJob {
-            id: JobId::new(),
-            queue,
-            spec,
-            labels,
-            run_at,
-            callback_of: None,
+        p.finish(parts.map(|(queue, mut spec, labels)| {
+            spec.note_due(run_at, now);
+            NewJob {
+                id: JobId::new(),
+                queue,
+                spec,
+                labels,
+                run_at,
+                callback_of: None,
+            }
         }))
     }
 

@@ -1,12 +1,14 @@
 //! What clients send: the request bodies of the API, with their OpenAPI schemas, each
 //! parsed into domain values on the first line of its handler.
 
+mod bulk;
 mod flow;
 mod job;
 mod schedule;
 
 use serde::{Deserialize, Deserializer};
 
+pub use bulk::{BulkFilterRequest, BulkRequest};
 pub use flow::{FlowKeyRequest, QueueSettingsPatch, RateRequest};
 pub use job::{
     BackoffRequest, BatchRequest, CallbackRequest, JobRequest, ProgressRequest, TargetRequest,

@@ -55,14 +55,20 @@ fn flow_key(key: &str) -> Result<FlowKey, ApiError> {
 /// Commits a change to `queue`'s settings and mirrors it into Redis.
 async fn change_queue(
     state: &AppState,
+    caller: &Caller,
+    action: &'static str,
     queue: &QueueName,
     change: impl FnOnce(&mut QueueFlow),
 ) -> Result<QueueSettingsView, ApiError> {
     let mut tx = state.db.begin().await?;
     let row = store::update_queue_settings(&mut tx, queue, change).await?;
+    let view = QueueSettingsView::new(queue.as_str(), Some(&row));
+    let mut entry = caller.audit(action, serde_json::json!(queue.as_str()), None);
+    entry.details = serde_json::to_value(&view).ok();
+    courier_core::repo::audit::record(&mut *tx, &entry).await?;
     tx.commit().await?;
     mirror(state, Some(queue)).await;
-    Ok(QueueSettingsView::new(queue.as_str(), Some(&row)))
+    Ok(view)
 }
 
 /// Mirrors flow control into Redis now (one queue, or every queue after a flow key
@@ -119,7 +125,9 @@ pub async fn patch_queue_settings(
     caller.check_admin("changing a queue's settings")?;
     let queue = queue_name(&caller, &name)?;
     let change = body.value.parse().map_err(ApiError::Validation)?;
-    Ok(Json(change_queue(&state, &queue, change).await?))
+    Ok(Json(
+        change_queue(&state, &caller, "queues.settings", &queue, change).await?,
+    ))
 }
 
 /// Pause a queue (admin scope): no call starts until it is resumed; calls in flight
@@ -139,7 +147,7 @@ pub async fn pause_queue(
     caller.check_admin("pausing a queue")?;
     let queue = queue_name(&caller, &name)?;
     Ok(Json(
-        change_queue(&state, &queue, |f| f.paused = true).await?,
+        change_queue(&state, &caller, "queues.pause", &queue, |f| f.paused = true).await?,
     ))
 }
 
@@ -159,7 +167,10 @@ pub async fn resume_queue(
     caller.check_admin("resuming a queue")?;
     let queue = queue_name(&caller, &name)?;
     Ok(Json(
-        change_queue(&state, &queue, |f| f.paused = false).await?,
+        change_queue(&state, &caller, "queues.resume", &queue, |f| {
+            f.paused = false
+        })
+        .await?,
     ))
 }
 
@@ -252,6 +263,9 @@ pub async fn put_flow_key(
     let limits = body.value.parse().map_err(ApiError::Validation)?;
     let mut tx = state.db.begin().await?;
     let (row, created) = store::put_flow_key(&mut tx, &key, &limits).await?;
+    let mut entry = caller.audit("flow_keys.put", serde_json::json!(key.as_str()), None);
+    entry.details = serde_json::from_slice(&body.raw).ok();
+    courier_core::repo::audit::record(&mut *tx, &entry).await?;
     tx.commit().await?;
     mirror(&state, None).await;
     let view = key_view(&state, &caller, &key, Some(&row)).await?;
@@ -281,6 +295,13 @@ pub async fn delete_flow_key(
     let key = flow_key(&key)?;
     let mut tx = state.db.begin().await?;
     let removed = store::delete_flow_key(&mut tx, &key).await?;
+    if removed {
+        courier_core::repo::audit::record(
+            &mut *tx,
+            &caller.audit("flow_keys.delete", serde_json::json!(key.as_str()), None),
+        )
+        .await?;
+    }
     tx.commit().await?;
     if !removed {
         return Err(ApiError::NotFound(format!(

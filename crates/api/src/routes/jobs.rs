@@ -68,7 +68,10 @@ pub async fn create_job(
         request_hash: state.secrets.fingerprint(&body.raw),
     });
     let row = match state.intake.submit(job, idempotency.clone()).await? {
-        Admission::Created(row) => row,
+        Admission::Created(row) => {
+            courier_core::metrics::submitted(row.queue.as_str(), 1);
+            row
+        }
         Admission::KeyTaken => {
             let idempotency = idempotency.expect("only a taken idempotency key skips the insert");
             return replay(&state, &idempotency, &body.raw).await;
@@ -173,6 +176,13 @@ pub async fn create_batch(
     let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_json()).collect();
     let outbox = repo::OutboxId::new();
     repo::insert_jobs(&state.db, &jobs, &specs, &[], outbox, now).await?;
+    let mut per_queue: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for job in &jobs {
+        *per_queue.entry(job.queue.as_str()).or_default() += 1;
+    }
+    for (queue, n) in per_queue {
+        courier_core::metrics::submitted(queue, n);
+    }
     let ids = jobs.iter().map(|j| j.id.as_uuid()).collect();
     let dispatches: Vec<Dispatch> = jobs
         .into_iter()
@@ -243,6 +253,9 @@ const MAX_PAGE: i64 = 500;
         ("queue" = Option<String>, Query, description = "Only this queue"),
         ("state" = Option<JobState>, Query, description = "Only this state"),
         ("label" = Option<Vec<String>>, Query, description = "`key:value`; repeat to require several labels"),
+        ("created_after" = Option<String>, Query, description = "RFC 3339: jobs created at or after"),
+        ("created_before" = Option<String>, Query, description = "RFC 3339: jobs created before"),
+        ("q" = Option<String>, Query, description = "Text in the target URL or the last error (case-insensitive)"),
         ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -309,6 +322,27 @@ fn parse_filter(query: &str) -> Result<JobFilter, ApiError> {
                     .filter(|l| (1..=MAX_PAGE).contains(l))
                     .ok_or_else(|| bad("limit", format!("must be between 1 and {MAX_PAGE}")))?
             }
+            "created_after" | "created_before" => {
+                let at = chrono::DateTime::parse_from_rfc3339(&value)
+                    .map_err(|_| {
+                        bad(
+                            &key,
+                            "must be an RFC 3339 time, e.g. 2026-11-29T12:00:00Z".into(),
+                        )
+                    })?
+                    .with_timezone(&Utc);
+                if key == "created_after" {
+                    filter.created_after = Some(at);
+                } else {
+                    filter.created_before = Some(at);
+                }
+            }
+            "q" => {
+                if value.chars().count() > 512 {
+                    return Err(bad("q", "must be at most 512 characters".into()));
+                }
+                filter.text = Some(value.into_owned()).filter(|q| !q.is_empty());
+            }
             "cursor" => {
                 filter.before = Some(
                     JobId::parse(&value)
@@ -352,10 +386,16 @@ pub async fn cancel_job(
         )));
     }
     let made = repo::cancel_job(&mut tx, &state.secrets, id).await?;
+    repo::audit::record(
+        &mut *tx,
+        &caller.audit("jobs.cancel", serde_json::json!(id.to_string()), Some(1)),
+    )
+    .await?;
     // Redis first, while the row is locked: if Redis cannot be told, the cancel is
     // rolled back rather than leaving a job that PostgreSQL calls cancelled but runs.
     state.queue.cancel(&row.queue, id).await?;
     tx.commit().await?;
+    courier_core::metrics::finished(row.queue.as_str(), "cancelled", 1);
     state
         .dispatcher()
         .dispatch_callbacks(made.into_iter().collect())
@@ -390,6 +430,11 @@ pub async fn retry_job(
         )));
     }
     repo::reset_for_retry(&mut *tx, id).await?;
+    repo::audit::record(
+        &mut *tx,
+        &caller.audit("jobs.retry", serde_json::json!(id.to_string()), Some(1)),
+    )
+    .await?;
     tx.commit().await?;
     let row = find(&state, &caller, id).await?;
     state.dispatcher().dispatch_now(&[row.to_dispatch()]).await;

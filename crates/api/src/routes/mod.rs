@@ -3,9 +3,11 @@
 mod flow;
 mod health;
 mod jobs;
+mod ops;
 mod progress;
 mod queues;
 mod schedules;
+mod ui;
 
 use axum::{Router, http::StatusCode, response::Response};
 
@@ -20,6 +22,10 @@ pub use jobs::{
     __path_cancel_job, __path_create_batch, __path_create_job, __path_get_job,
     __path_list_executions, __path_list_jobs, __path_retry_job,
 };
+pub use ops::{
+    __path_bulk_cancel, __path_bulk_retry, __path_list_audit, __path_metrics,
+    __path_queue_throughput, AuditPage, AuditView, BulkResult, MinuteView, ThroughputView,
+};
 pub use progress::{__path_report_progress, is_progress_path};
 pub use queues::{__path_get_queue, __path_list_queues};
 pub use schedules::{
@@ -27,6 +33,7 @@ pub use schedules::{
     __path_list_runs, __path_list_schedules, __path_patch_schedule, __path_pause_schedule,
     __path_put_schedule, __path_resume_schedule, __path_trigger_schedule,
 };
+pub use ui::{__path_get_session, __path_sign_in, __path_sign_out, SessionView, SignInRequest};
 
 /// Every route of the API.
 pub fn api_router(state: AppState) -> Router {
@@ -35,6 +42,8 @@ pub fn api_router(state: AppState) -> Router {
         .merge(queues::router())
         .merge(flow::router())
         .merge(progress::router())
+        .merge(ops::router())
+        .merge(ui::router())
         .merge(schedules::router())
         .merge(health::router())
         .route("/openapi.json", axum::routing::get(crate::openapi::serve))

@@ -63,6 +63,22 @@ fn parse_context<'a>(state: &'a AppState, id: Uuid) -> ParseContext<'a> {
     }
 }
 
+/// Records a change to schedule `name` in the audit log.
+async fn audited(
+    state: &AppState,
+    caller: &Caller,
+    action: &'static str,
+    name: &str,
+    count: Option<i64>,
+) -> Result<(), ApiError> {
+    courier_core::repo::audit::record(
+        &state.db,
+        &caller.audit(action, serde_json::json!(name), count),
+    )
+    .await?;
+    Ok(())
+}
+
 /// The schedule named `name`, if it exists and the caller may use its job's queue.
 async fn find(
     state: &AppState,
@@ -146,6 +162,7 @@ pub async fn create_schedule(
         )));
     }
     let (row, _) = store(&state, id, &def).await?;
+    audited(&state, &caller, "schedules.create", &name, None).await?;
     Ok(created(&state, &row, &def))
 }
 
@@ -192,6 +209,12 @@ pub async fn put_schedule(
         .map_err(ApiError::Validation)?;
     caller.check_queue(def.job.queue.as_str())?;
     let (row, was_created) = store(&state, id, &def).await?;
+    let action = if was_created {
+        "schedules.create"
+    } else {
+        "schedules.update"
+    };
+    audited(&state, &caller, action, &name, None).await?;
     if was_created {
         Ok(created(&state, &row, &def))
     } else {
@@ -224,6 +247,7 @@ pub async fn patch_schedule(
         .map_err(ApiError::Validation)?;
     caller.check_queue(def.job.queue.as_str())?;
     let (row, _) = store(&state, row.id, &def).await?;
+    audited(&state, &caller, "schedules.update", &name, None).await?;
     Ok(Json(view(&state, &row, &def)))
 }
 
@@ -331,6 +355,7 @@ pub async fn delete_schedule(
 ) -> Result<StatusCode, ApiError> {
     let (row, _) = find(&state, &caller, &name).await?;
     store::delete_schedule(&state.db, &row.name).await?;
+    audited(&state, &caller, "schedules.delete", &name, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -387,6 +412,12 @@ async fn set_paused(
 ) -> Result<Json<ScheduleView>, ApiError> {
     let (row, _) = find(state, caller, name).await?;
     store::set_paused(&state.db, &row.name, paused, note, state.clock.now()).await?;
+    let action = if paused {
+        "schedules.pause"
+    } else {
+        "schedules.resume"
+    };
+    audited(state, caller, action, name, None).await?;
     let (row, def) = find(state, caller, name).await?;
     Ok(Json(view(state, &row, &def)))
 }
@@ -415,6 +446,8 @@ pub async fn trigger_schedule(
         Triggered::Buffered => ("buffered", None, None),
         Triggered::Skipped(reason) => ("skipped", Some(reason.as_str().to_owned()), None),
     };
+    let jobs = i64::from(job_id.is_some());
+    audited(&state, &caller, "schedules.trigger", &name, Some(jobs)).await?;
     Ok(Json(RunView {
         occurrence: at,
         kind: "trigger".into(),
@@ -462,6 +495,8 @@ pub async fn backfill_schedule(
         next = def.next_after(at);
     }
     let filled = state.scheduler.backfill(&row, &def, &occurrences).await?;
+    let made = filled.iter().filter(|b| !b.already).count() as i64;
+    audited(&state, &caller, "schedules.backfill", &name, Some(made)).await?;
     Ok(Json(RunPage {
         runs: filled
             .into_iter()

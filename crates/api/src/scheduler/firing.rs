@@ -7,7 +7,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use courier_core::{
     crypto::SecretBox,
-    domain::{JobId, NewJob, Occurrence},
+    domain::{JobId, NewJob, Occurrence, QueueName},
     queue::Dispatch,
     repo::{
         self, Idempotency, OutboxId, RepoError,
@@ -39,6 +39,8 @@ enum Pending {
 
 struct PendingRun {
     schedule: Uuid,
+    /// The queue of the schedule's jobs (for metrics).
+    queue: QueueName,
     occurrence: DateTime<Utc>,
     kind: RunKind,
     outcome: Pending,
@@ -61,6 +63,22 @@ pub struct Fired {
     /// The jobs this firing inserted, for Redis after the commit.
     pub dispatch: Vec<Dispatch>,
     pub outbox: OutboxId,
+    /// Each occurrence decided, for metrics once committed: its queue, and for one that
+    /// made a job, how late (seconds from its time to the job's creation).
+    occurrences: Vec<(QueueName, Option<Option<f64>>)>,
+}
+
+impl Fired {
+    /// Counts the committed occurrences in `courier_schedule_occurrences_total` and their
+    /// lateness in `courier_schedule_lateness_seconds`.
+    pub fn record_metrics(&self) {
+        for (queue, fired) in &self.occurrences {
+            match fired {
+                Some(late) => courier_core::metrics::occurrence(queue.as_str(), true, *late),
+                None => courier_core::metrics::occurrence(queue.as_str(), false, None),
+            }
+        }
+    }
 }
 
 impl<'a> Firing<'a> {
@@ -120,6 +138,7 @@ impl<'a> Firing<'a> {
             RunKind::Trigger => self.now,
             RunKind::Calendar | RunKind::Backfill => at + def.jitter_for(id, at),
         };
+        spec.note_due(run_at, self.now);
         let key = Self::key(id, at, kind);
         self.keys.push(Some(Idempotency {
             request_hash: self.secrets.fingerprint(key.as_bytes()),
@@ -136,6 +155,7 @@ impl<'a> Firing<'a> {
         let index = self.jobs.len() - 1;
         self.runs.push(PendingRun {
             schedule: id,
+            queue: def.job.queue.clone(),
             occurrence: at,
             kind,
             outcome: Pending::Fired(index),
@@ -144,9 +164,10 @@ impl<'a> Firing<'a> {
     }
 
     /// Records occurrence `at` as waiting for the previous job (`buffer_one`).
-    pub fn buffer(&mut self, id: Uuid, at: DateTime<Utc>) {
+    pub fn buffer(&mut self, id: Uuid, queue: &QueueName, at: DateTime<Utc>) {
         self.runs.push(PendingRun {
             schedule: id,
+            queue: queue.clone(),
             occurrence: at,
             kind: RunKind::Calendar,
             outcome: Pending::Buffered,
@@ -154,9 +175,17 @@ impl<'a> Firing<'a> {
     }
 
     /// Records occurrence `at` as skipped, and why.
-    pub fn skip(&mut self, id: Uuid, at: DateTime<Utc>, kind: RunKind, reason: SkipReason) {
+    pub fn skip(
+        &mut self,
+        id: Uuid,
+        queue: &QueueName,
+        at: DateTime<Utc>,
+        kind: RunKind,
+        reason: SkipReason,
+    ) {
         self.runs.push(PendingRun {
             schedule: id,
+            queue: queue.clone(),
             occurrence: at,
             kind,
             outcome: Pending::Skipped(reason),
@@ -216,6 +245,21 @@ impl<'a> Firing<'a> {
             })
             .collect();
         repo::schedules::record_runs(&mut *tx, &runs).await?;
+        let occurrences = self
+            .runs
+            .iter()
+            .filter_map(|run| match run.outcome {
+                Pending::Fired(i) => Some((
+                    run.queue.clone(),
+                    inserted
+                        .contains(&self.jobs[i].id)
+                        .then(|| Some((self.now - run.occurrence).as_seconds_f64())),
+                ))
+                .filter(|(_, late)| late.is_some()),
+                Pending::Buffered => None,
+                Pending::Skipped(_) => Some((run.queue.clone(), None)),
+            })
+            .collect();
         let dispatch = self
             .jobs
             .into_iter()
@@ -229,6 +273,7 @@ impl<'a> Firing<'a> {
             job_ids,
             dispatch,
             outbox,
+            occurrences,
         })
     }
 }

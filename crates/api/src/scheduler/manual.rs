@@ -61,15 +61,27 @@ impl Scheduler {
         };
         let outcome = match def.overlap {
             Overlap::Skip if live => {
-                firing.skip(row.id, now, RunKind::Trigger, SkipReason::Overlap);
+                firing.skip(
+                    row.id,
+                    &def.job.queue,
+                    now,
+                    RunKind::Trigger,
+                    SkipReason::Overlap,
+                );
                 Triggered::Skipped(SkipReason::Overlap)
             }
             Overlap::BufferOne if live && row.buffered_at.is_some() => {
-                firing.skip(row.id, now, RunKind::Trigger, SkipReason::Overlap);
+                firing.skip(
+                    row.id,
+                    &def.job.queue,
+                    now,
+                    RunKind::Trigger,
+                    SkipReason::Overlap,
+                );
                 Triggered::Skipped(SkipReason::Overlap)
             }
             Overlap::BufferOne if live => {
-                firing.buffer(row.id, now);
+                firing.buffer(row.id, &def.job.queue, now);
                 advance.buffered_at = Some(now);
                 Triggered::Buffered
             }
@@ -95,6 +107,7 @@ impl Scheduler {
         };
         store::advance(&mut *tx, &[advance], now).await?;
         tx.commit().await?;
+        fired.record_metrics();
         self.dispatch(fired).await;
         Ok(Some((now, outcome)))
     }
@@ -124,6 +137,7 @@ impl Scheduler {
         }
         let fired = firing.commit(&mut tx).await?;
         tx.commit().await?;
+        fired.record_metrics();
         let result = occurrences
             .iter()
             .zip(indexes)

@@ -180,10 +180,16 @@ impl Scheduler {
                         }
                         Fate::Buffer => {
                             buffered_at = Some(decision.at);
-                            firing.buffer(row.id, decision.at);
+                            firing.buffer(row.id, &def.job.queue, decision.at);
                         }
                         Fate::Skip(reason) => {
-                            firing.skip(row.id, decision.at, RunKind::Calendar, reason);
+                            firing.skip(
+                                row.id,
+                                &def.job.queue,
+                                decision.at,
+                                RunKind::Calendar,
+                                reason,
+                            );
                         }
                     }
                 }
@@ -211,6 +217,7 @@ impl Scheduler {
             .collect();
         store::advance(&mut *tx, &advances, now).await?;
         tx.commit().await?;
+        fired.record_metrics();
         self.dispatch(fired).await;
         Ok(claimed.len())
     }

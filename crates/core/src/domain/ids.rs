@@ -21,6 +21,13 @@ impl JobId {
         self.0
     }
 
+    /// When the id was made (a UUIDv7 carries its millisecond); the epoch for an id that
+    /// is not a UUIDv7.
+    pub fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
+        let ms = (self.0.as_u128() >> 80) as i64;
+        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+    }
+
     /// # Errors
     /// Not a UUID.
     pub fn parse(s: &str) -> Result<Self, uuid::Error> {

@@ -90,6 +90,10 @@ pub struct JobSpec {
     /// Where to POST the job when it ends (SPEC 11); never set on a callback job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<Callback>,
+    /// When a job submitted to run later first fell due; left out for a job due at once
+    /// (its id's time says when). Only for `courier_queue_wait_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// One occurrence of a schedule.
@@ -135,7 +139,13 @@ impl JobSpec {
             occurrence: None,
             flow_key: None,
             callback: None,
+            not_before: None,
         }
+    }
+
+    /// Notes `run_at` as the job's first due time when it is later than `now`.
+    pub fn note_due(&mut self, run_at: DateTime<Utc>, now: DateTime<Utc>) {
+        self.not_before = (run_at > now).then_some(run_at);
     }
 
     /// Whether an answer with `status` is worth another attempt.

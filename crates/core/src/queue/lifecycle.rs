@@ -346,11 +346,30 @@ impl RedisQueue {
         Ok(applied.into_iter().map(|a| a == 1).collect())
     }
 
-    /// Removes a job from its queue; a running one is announced on the cancel channel.
+    /// Takes a job out of Redis wherever it is; a running call is told to abort.
     ///
     /// # Errors
     /// Redis unreachable.
     pub async fn cancel(&self, queue: &QueueName, id: JobId) -> Result<Cancelled, QueueError> {
+        Ok(self
+            .cancel_many(queue, &[id])
+            .await?
+            .pop()
+            .unwrap_or(Cancelled::Absent))
+    }
+
+    /// Takes jobs of one queue out of Redis in one script call: where each one was.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn cancel_many(
+        &self,
+        queue: &QueueName,
+        ids: &[JobId],
+    ) -> Result<Vec<Cancelled>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let k = self.keys.queue(queue);
         let mut call = SCRIPTS.cancel.prepare_invoke();
         call.key(&k.queued)
@@ -361,16 +380,19 @@ impl RedisQueue {
             .key(&k.leases)
             .key(&k.signal);
         flow_keys(&mut call, &k);
-        let where_: String = call
-            .arg(id.to_string())
-            .arg(self.keys.cancel_channel())
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(match where_.as_str() {
-            "running" => Cancelled::Running,
-            "waiting" => Cancelled::Waiting,
-            _ => Cancelled::Absent,
-        })
+        call.arg(self.keys.cancel_channel());
+        for id in ids {
+            call.arg(id.to_string());
+        }
+        let found: Vec<String> = call.invoke_async(&mut self.conn()).await?;
+        Ok(found
+            .iter()
+            .map(|where_| match where_.as_str() {
+                "running" => Cancelled::Running,
+                "waiting" => Cancelled::Waiting,
+                _ => Cancelled::Absent,
+            })
+            .collect())
     }
 }
 

@@ -9,8 +9,12 @@
 //! - [`schedules`]: schedules and their runs;
 //! - [`flow`]: queue settings and flow keys (flow control);
 //! - [`upkeep`]: the queries of reconciliation, recovery and retention;
-//! - [`keys`]: API keys.
+//! - [`keys`]: API keys; [`sessions`]: the dashboard's sign-in sessions;
+//! - [`bulk`]: bulk retry and cancel; [`audit`]: the log of changes;
+//! - [`throughput`]: jobs per minute over the last hour.
 
+pub mod audit;
+pub mod bulk;
 mod dispatch_outbox;
 mod executions;
 pub mod flow;
@@ -20,6 +24,8 @@ pub mod keys;
 mod queue_counts;
 mod rows;
 pub mod schedules;
+pub mod sessions;
+pub mod throughput;
 mod upkeep;
 
 pub use dispatch_outbox::*;

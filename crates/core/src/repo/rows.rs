@@ -166,6 +166,10 @@ pub struct JobFilter {
     /// Only jobs older than this one (the keyset cursor).
     pub before: Option<JobId>,
     pub limit: i64,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Text found (case-insensitively) in the target URL or the last error.
+    pub text: Option<String>,
 }
 
 /// Jobs newest first.
@@ -184,13 +188,20 @@ pub async fn list_jobs(
            AND ($2::job_state IS NULL OR job_effective_state(state, run_at) = $2)
            AND ($3::jsonb IS NULL OR (labels @> $3 AND labels <> '{}'::jsonb))
            AND ($4::uuid IS NULL OR id < $4)
+           AND ($6::timestamptz IS NULL OR created_at >= $6)
+           AND ($7::timestamptz IS NULL OR created_at < $7)
+           AND ($8::text IS NULL OR strpos(lower(spec -> 'target' ->> 'url'), $8) > 0
+                OR strpos(lower(coalesce(last_error, '')), $8) > 0)
          ORDER BY id DESC
          LIMIT $5",
         filter.queue.as_ref().map(QueueName::as_str),
         filter.state as Option<JobState>,
         labels,
         filter.before.map(|id| id.as_uuid()),
-        filter.limit
+        filter.limit,
+        filter.created_after,
+        filter.created_before,
+        filter.text.as_deref().map(str::to_lowercase),
     )
     .fetch_all(db)
     .await?)
