@@ -130,7 +130,12 @@ pub fn print_job(job: &JobView) -> Result<(), CliError> {
 /// `200 in 12 ms`, `connection refused after 3.0 s`.
 pub fn describe_outcome(last: &courier_core::views::LastOutcome) -> String {
     let duration = output::duration_ms(u64::from(last.duration_ms));
-    match (last.status_code, &last.error) {
+    // A failed status's error is only `HTTP 503`: the code says it already.
+    let error = last
+        .error
+        .as_ref()
+        .filter(|e| last.status_code.is_none_or(|c| **e != format!("HTTP {c}")));
+    match (last.status_code, error) {
         (Some(code), Some(error)) => format!("{code} in {duration}: {}", clean(error)),
         (Some(code), None) => format!("{code} in {duration}"),
         (None, Some(error)) => format!("{} after {duration}", clean(error)),

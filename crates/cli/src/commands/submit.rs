@@ -51,9 +51,14 @@ pub async fn run(ctx: &Context, args: SubmitArgs) -> Result<(), CliError> {
 
 /// The job in `path` (`-` for standard input), checked to be a JSON object.
 fn read_job_file(path: &std::path::Path) -> Result<Value, CliError> {
-    let shown = path.display();
+    let stdin = path.as_os_str() == "-";
+    let shown = if stdin {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
+    };
     let mut text = String::new();
-    let read = if path.as_os_str() == "-" {
+    let read = if stdin {
         std::io::stdin().read_to_string(&mut text)
     } else {
         std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))

@@ -74,8 +74,14 @@ pub async fn run(
     let quiet = ctx.json;
     if !quiet && (accepted_before > 0 || !replayed.refused.is_empty() || replayed.pending.is_some())
     {
+        let pending = match &replayed.pending {
+            Some(lines) => format!(
+                "; lines {lines} were sent without an answer recorded: asking the API whether it committed them"
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "courier: resuming the import of {} recorded in {}: {} lines accepted, {} refused before",
+            "courier: resuming the import of {} recorded in {}: {} lines accepted, {} refused before{pending}",
             path.display(),
             journal.path().display(),
             accepted_before,
