@@ -46,6 +46,7 @@ pub enum Command {
     /// Show a job and its executions.
     Get {
         /// The job's id.
+        #[arg(value_parser = parse_id)]
         id: Uuid,
     },
     /// List jobs, newest first.
@@ -55,11 +56,13 @@ pub enum Command {
     /// Cancel a job that has not finished (a running call is aborted).
     Cancel {
         /// The job's id.
+        #[arg(value_parser = parse_id)]
         id: Uuid,
     },
     /// Run a dead or cancelled job again, its attempts reset.
     Retry {
         /// The job's id.
+        #[arg(value_parser = parse_id)]
         id: Uuid,
     },
     /// Queue depths (all queues, or one).
@@ -200,10 +203,16 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// The job's id.
+    #[arg(value_parser = parse_id)]
     pub id: Uuid,
     /// How often to ask the API, as a duration (`500ms`, `2s`).
     #[arg(long, default_value = "500ms", value_parser = parse_duration_ms)]
     pub interval: u64,
+}
+
+fn parse_id(s: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(s.trim())
+        .map_err(|_| "is not a job id (a UUID such as 01a22748-c2be-7133-9056-b46fed22e260)".into())
 }
 
 fn parse_method(s: &str) -> Result<String, String> {

@@ -224,9 +224,9 @@ impl Progress {
             ProgressDrawTarget::stderr()
         };
         let bar = ProgressBar::with_draw_target(Some(total), target);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} lines, {msg} [{elapsed}, {per_sec}, ETA {eta}]",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} lines, {msg} [{elapsed}, ETA {eta}]")
+        {
             bar.set_style(style);
         }
         bar.set_message("accepted 0, refused 0");
