@@ -18,7 +18,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --bins` first",
+        "{} is missing: build the workspace's binaries first (`cargo build --workspace --bins`; `cargo build -p courier-cli` for `courier`)",
         path.display()
     );
     path

@@ -3,10 +3,12 @@
 
 mod flow;
 mod job;
+mod problem;
 mod queue;
 mod schedule;
 
 pub use flow::*;
 pub use job::*;
+pub use problem::*;
 pub use queue::*;
 pub use schedule::*;
