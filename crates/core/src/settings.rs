@@ -83,6 +83,12 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// Timeout of one Redis command (blocking waits use their own connection).
     pub command_timeout_ms: u64,
+    /// Redis Sentinel: the sentinels' URLs. Empty: `url` is the Redis to use. Set: the
+    /// master of `sentinel_master` is asked of them, and followed across failovers;
+    /// `url` then gives only the password and database to use with it.
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the master under.
+    pub sentinel_master: String,
 }
 
 /// Bounds on what a job may ask for.
@@ -215,6 +221,7 @@ fn environment() -> Environment {
         .separator("__")
         .list_separator(",")
         .with_list_parse_key("worker.queues")
+        .with_list_parse_key("redis.sentinels")
         .with_list_parse_key("outbound.allow")
         .with_list_parse_key("signing.secrets")
         .with_list_parse_key("secrets.previous_encryption_keys")
@@ -244,6 +251,8 @@ url = "redis://127.0.0.1:6379"
 prefix = "courier"
 pool_size = 4
 command_timeout_ms = 5000
+sentinels = []
+sentinel_master = "courier"
 
 [jobs]
 max_timeout_ms = 900_000
@@ -446,6 +455,15 @@ impl std::fmt::Debug for RedisSettings {
             .field("prefix", &self.prefix)
             .field("pool_size", &self.pool_size)
             .field("command_timeout_ms", &self.command_timeout_ms)
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("sentinel_master", &self.sentinel_master)
             .finish()
     }
 }

@@ -18,7 +18,7 @@ impl RedisQueue {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(None);
         Ok(self
-            .client
+            .client()
             .get_multiplexed_async_connection_with_config(&config)
             .await?)
     }
@@ -28,7 +28,7 @@ impl RedisQueue {
     /// # Errors
     /// Redis unreachable.
     pub async fn subscribe_cancellations(&self) -> Result<redis::aio::PubSub, QueueError> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let mut pubsub = self.client().get_async_pubsub().await?;
         pubsub.subscribe(self.keys.cancel_channel()).await?;
         Ok(pubsub)
     }

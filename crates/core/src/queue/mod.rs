@@ -18,6 +18,7 @@ mod keys;
 mod lifecycle;
 mod reconcile;
 mod scripts;
+mod sentinel;
 mod types;
 
 use std::{
@@ -26,6 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use flow::KeyCounts;
@@ -44,14 +46,39 @@ pub enum QueueError {
     Corrupt(String),
 }
 
-/// Courier's queues in one Redis.
+/// Where commands go: the Redis (with Sentinel, the master of the moment), and
+/// multiplexed connections to it, used in turn: many commands share each at once, and
+/// each reconnects on its own after Redis comes back.
+struct Pool {
+    client: redis::Client,
+    conns: Vec<ConnectionManager>,
+}
+
+impl Pool {
+    fn new(client: redis::Client, settings: &RedisSettings) -> Result<Self, QueueError> {
+        let timeout = Duration::from_millis(settings.command_timeout_ms);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // One quick retry, then the command fails with the reason (refused, a bad
+            // certificate) and the next command connects afresh: the callers retry with
+            // their own backoff or report Redis as unavailable. redis-rs's default of six
+            // retries held every command, `/readyz` included, for seconds.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let conns = (0..settings.pool_size.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { client, conns })
+    }
+}
+
+/// Courier's queues in one Redis (or one Sentinel-watched master).
 #[derive(Clone)]
 pub struct RedisQueue {
-    /// Multiplexed connections, used in turn: many commands share each at once, and each
-    /// reconnects on its own after Redis comes back.
-    conns: Arc<[ConnectionManager]>,
+    pool: Arc<ArcSwap<Pool>>,
     next: Arc<AtomicUsize>,
-    client: redis::Client,
     keys: Keys,
     /// When this process last registered each queue in the queue set, so that
     /// enqueueing costs one round trip and a wiped set is refilled within
@@ -70,30 +97,33 @@ impl RedisQueue {
     ///
     /// # Errors
     /// An unparsable Redis URL.
+    ///
+    /// With Sentinel (`redis.sentinels`), the master is asked of the sentinels now (at
+    /// least one must answer) and again every second by a task of this process, which
+    /// moves every connection to a new master after a failover.
     pub fn new(settings: &RedisSettings) -> Result<Self, QueueError> {
-        let timeout = Duration::from_millis(settings.command_timeout_ms);
-        let client = redis::Client::open(settings.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // One quick retry, then the command fails with the reason (refused, a bad
-            // certificate) and the next command connects afresh: the callers retry with
-            // their own backoff or report Redis as unavailable. redis-rs's default of six
-            // retries held every command, `/readyz` included, for seconds.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2));
-        let conns = (0..settings.pool_size.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            conns: conns.into(),
+        let (client, sentinel) = if settings.sentinels.is_empty() {
+            (redis::Client::open(settings.url.as_str())?, None)
+        } else {
+            let mut sentinel = sentinel::client(settings)?;
+            (sentinel.get_client()?, Some(sentinel))
+        };
+        let queue = Self {
+            pool: Arc::new(ArcSwap::from_pointee(Pool::new(client, settings)?)),
             next: Arc::default(),
-            client,
             keys: Keys::new(&settings.prefix),
             registered: Arc::default(),
             mirrored: Arc::default(),
-        })
+        };
+        if let Some(sentinel) = sentinel {
+            sentinel::follow(queue.clone(), sentinel, settings.clone());
+        }
+        Ok(queue)
+    }
+
+    /// The Redis client of the moment (the current master, with Sentinel).
+    fn client(&self) -> redis::Client {
+        self.pool.load().client.clone()
     }
 
     pub fn keys(&self) -> &Keys {
@@ -103,7 +133,8 @@ impl RedisQueue {
     /// The next connection in turn (a cheap clone of a shared handle).
     fn conn(&self) -> ConnectionManager {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.conns[i % self.conns.len()].clone()
+        let pool = self.pool.load();
+        pool.conns[i % pool.conns.len()].clone()
     }
 }
 
