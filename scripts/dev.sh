@@ -236,7 +236,9 @@ log "starting the API on port $PORT and two workers (logs in .dev/logs/)"
 api_pid=$!
 pids+=("$api_pid")
 for i in 1 2; do
-    "$worker_bin" >"$LOGS/worker-$i.log" 2>&1 &
+    # Each worker serves /metrics on a port of its own: 9464 and 9465.
+    COURIER__WORKER__METRICS_HOST=127.0.0.1 COURIER__WORKER__METRICS_PORT=$((9463 + i)) \
+        "$worker_bin" >"$LOGS/worker-$i.log" 2>&1 &
     pids+=("$!")
 done
 
@@ -268,6 +270,8 @@ Courier is running at $base
   Redis       $REDIS_URL
   API key     $API_KEY  (admin; also in .dev/api-key)
   logs        .dev/logs/api.log, .dev/logs/worker-1.log, .dev/logs/worker-2.log
+  dashboard   $base/ui/  (sign in with the API key)
+  metrics     $base/metrics, http://127.0.0.1:9464/metrics, http://127.0.0.1:9465/metrics
 
 Try it (needs jq: apt-get install jq). Targets on this machine (127.0.0.0/8) are allowed
 in development; point it at an endpoint of yours:

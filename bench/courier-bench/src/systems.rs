@@ -603,6 +603,8 @@ fn courier_env(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         // The target runs on this machine, which SSRF protection refuses by default.
         ("COURIER__OUTBOUND__ALLOW", "127.0.0.1/32"),
         ("COURIER__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY),
+        // Two workers run side by side in `worker-kill`: each its own metrics port.
+        ("COURIER__WORKER__METRICS_PORT", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -60,7 +60,12 @@ impl Worker {
         )
         .await
         .map_err(|e| {
-            anyhow::anyhow!("worker.metrics_port {}: {e}", settings.worker.metrics_port)
+            anyhow::anyhow!(
+                "worker.metrics_port {} on {}: {e} (another worker on this host? give each \
+                 its own COURIER__WORKER__METRICS_PORT, or 0 for any free port)",
+                settings.worker.metrics_port,
+                settings.worker.metrics_host
+            )
         })?;
         let queue = RedisQueue::new(&settings.redis)?;
         queue.warn_on_unsafe_settings().await;
