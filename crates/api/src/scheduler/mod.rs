@@ -41,6 +41,11 @@ const OCCURRENCES_PER_PASS: usize = 1000;
 const BUFFERED_POLL: Duration = Duration::from_millis(250);
 /// The longest sleep, so a lost notification costs at most this.
 const LONGEST_SLEEP: Duration = Duration::from_secs(30);
+/// Batches decided at once by one scheduler: each claims its own schedules (`SKIP
+/// LOCKED`), so while one waits for its commit and its Redis call the others go on. With
+/// one at a time, 1,000 schedules due in the same second were decided 200 after 200, and
+/// the last waited for the four transactions before it.
+const PARALLEL_PASSES: usize = 4;
 
 /// A scheduler pass failing.
 #[derive(Debug, thiserror::Error)]
@@ -99,14 +104,21 @@ impl Scheduler {
     /// PostgreSQL unreachable, Redis unreachable for a `cancel_previous`, or a template
     /// whose secrets do not open.
     pub async fn run_due(&self) -> Result<usize, SchedulerError> {
-        let mut decided = 0;
-        loop {
-            let n = self.pass().await?;
-            decided += n;
-            if n < self.settings.batch {
-                return Ok(decided);
+        let lanes = (0..PARALLEL_PASSES).map(|_| async {
+            let mut decided = 0;
+            loop {
+                let n = self.pass().await?;
+                decided += n;
+                if n < self.settings.batch {
+                    return Ok::<usize, SchedulerError>(decided);
+                }
             }
+        });
+        let mut decided = 0;
+        for lane in futures_util::future::join_all(lanes).await {
+            decided += lane?;
         }
+        Ok(decided)
     }
 
     /// One batch: claims, decides, inserts and advances in one transaction, then sends
