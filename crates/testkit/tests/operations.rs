@@ -720,6 +720,25 @@ async fn every_kind_of_change_leaves_an_audit_row() {
     assert_eq!(by("queues.settings")["details"]["max_concurrency"], 5);
     assert_eq!(by("schedules.backfill")["count"], backfilled);
     assert_eq!(by("keys.create")["target"]["name"], "audited key");
+    let limited = courier_core::repo::keys::create_key(
+        &env.db,
+        "one queue",
+        courier_core::repo::keys::Scope::Read,
+        Some(vec!["default".into()]),
+    )
+    .await
+    .unwrap()
+    .secret;
+    let r = client_with_key(&limited)
+        .get(app.url("/v1/audit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a queue-limited key sees no audit log"
+    );
     let (status, _) = app.get("/v1/audit?limit=0").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _) = app.get("/v1/audit?cursor=abc").await;

@@ -213,13 +213,22 @@ pub struct AuditPage {
     responses(
         (status = 200, body = AuditPage),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A key limited to some queues", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_audit(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AuditPage>, ApiError> {
+    // The log names every queue, schedule and key: a key limited to some queues must
+    // learn nothing of the others.
+    if let Some(allowed) = caller.queues() {
+        return Err(ApiError::Forbidden(format!(
+            "the audit log covers every queue; this API key may only use {allowed:?}"
+        )));
+    }
     let (limit, before) = page_query(query.as_deref().unwrap_or(""))?;
     let rows = repo::audit::list(&state.db, before, limit).await?;
     let next_cursor = (rows.len() as i64 == limit)
