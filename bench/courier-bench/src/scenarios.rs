@@ -3,22 +3,24 @@
 
 use std::{sync::Arc, time::Duration};
 
+use courier_testkit::RedisCluster;
 use serde_json::Value;
 
 use crate::{
     clock::now_us,
     load::{self, MakeRequest},
     report::{Better, Figure},
-    systems::{Deployment, System},
+    systems::{Deployment, QUEUE, System},
     target::Target,
 };
 
 /// Every scenario, in the order they run.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     "enqueue",
     "enqueue-batch",
     "drain",
     "drain-limited",
+    "drain-cluster",
     "latency",
     "inflight",
     "delay",
@@ -27,6 +29,9 @@ pub const ALL: [&str; 11] = [
     "schedules",
     "bulk-retry",
 ];
+
+/// Queues of `drain-cluster`.
+const DRAIN_QUEUES: u64 = 8;
 
 /// The flow key of `drain-limited`'s jobs.
 const FLOW_KEY: &str = "bench-key";
@@ -144,6 +149,7 @@ impl Bench<'_> {
             "enqueue-batch" => self.enqueue_batch(d).await,
             "drain" => self.drain(d).await,
             "drain-limited" => self.drain_limited(d).await,
+            "drain-cluster" => self.drain_cluster(d).await,
             "latency" => self.latency(d).await,
             "inflight" => self.inflight(d).await,
             "delay" => self.delay(d).await,
@@ -273,6 +279,76 @@ impl Bench<'_> {
     async fn drain_limited(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
         d.limit_flow(1_000_000, 512).await?;
         self.drain_with(d, Some(FLOW_KEY), "drain-limited").await
+    }
+
+    /// `drain` over 8 queues (issue 15), on the benchmark's one Redis and then on a Redis
+    /// Cluster of 3 masters started here, one after the other in the same run: one worker
+    /// serving the 8 queues each time. Courier only (BullMQ's queues are not spread over
+    /// a cluster's masters by themselves).
+    async fn drain_cluster(&self, d: &mut Deployment) -> anyhow::Result<Vec<Figure>> {
+        if d.system != System::Courier {
+            return Ok(vec![]);
+        }
+        let single = self.drain_queues(d, "drain-cluster, one redis").await?;
+        let cluster = RedisCluster::start(3, 0, 2000).await;
+        let logs = d.logs().join("cluster");
+        std::fs::create_dir_all(&logs)?;
+        let mut on_cluster = Deployment::start_on(
+            System::Courier,
+            &cluster.nodes[0].url(),
+            Some(&cluster.urls()),
+            &logs,
+        )
+        .await?;
+        let clustered = self
+            .drain_queues(&mut on_cluster, "drain-cluster, 3 masters")
+            .await;
+        on_cluster.stop().await?;
+        let clustered = clustered?;
+        Ok(vec![
+            Figure::new("one Redis: jobs/s", single, Better::Higher),
+            Figure::new("3-master Cluster: jobs/s", clustered, Better::Higher),
+            Figure::new("Cluster ÷ one Redis", clustered / single, Better::Higher),
+        ])
+    }
+
+    /// Queues `drain_jobs` jobs over [`DRAIN_QUEUES`] queues, then times one worker
+    /// serving them all draining them; jobs/s.
+    async fn drain_queues(&self, d: &mut Deployment, label: &str) -> anyhow::Result<f64> {
+        let n = self.size.drain_jobs;
+        let per = self.size.batch_jobs.min(n as usize).max(1);
+        let requests = n.div_ceil(per as u64);
+        anyhow::ensure!(requests * per as u64 == n, "{n} is not a multiple of {per}");
+        let system = d.system;
+        let url = self.target.url("/ok");
+        let make: MakeRequest = Arc::new(move |i| {
+            let mut job = system.job(&url, None, None);
+            job["queue"] = format!("{QUEUE}-{}", i % DRAIN_QUEUES).into();
+            system.batch(vec![job; per])
+        });
+        let done = load::send_all(
+            &d.endpoint,
+            self.size.batch_conns.max(2),
+            requests,
+            make,
+            "queued (batches)",
+        )
+        .await;
+        anyhow::ensure!(
+            done.ok == requests,
+            "{} of {requests} batches failed: {:?} {:?}",
+            done.failed(),
+            done.statuses,
+            done.first_error
+        );
+        let queues: Vec<String> = (0..DRAIN_QUEUES).map(|i| format!("{QUEUE}-{i}")).collect();
+        let before = self.target.stats.calls();
+        let started = std::time::Instant::now();
+        d.start_worker_on(self.size.worker_concurrency, &queues.join(","))
+            .await?;
+        d.wait_finished(n, label, || self.target.stats.calls() - before)
+            .await?;
+        Ok(n as f64 / started.elapsed().as_secs_f64())
     }
 
     /// Queues `drain_jobs` jobs (on `flow_key`), then times one worker draining them.

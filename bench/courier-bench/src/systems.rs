@@ -233,11 +233,26 @@ pub struct Deployment {
 impl Deployment {
     /// Starts `system`'s API against `redis_url` (empty, flushed by the caller).
     pub async fn start(system: System, redis_url: &str, logs: &Path) -> anyhow::Result<Self> {
+        Self::start_on(system, redis_url, None, logs).await
+    }
+
+    /// [`Self::start`]; for Courier on a Redis Cluster when `cluster` gives its nodes
+    /// (`redis_url` then one of them).
+    pub async fn start_on(
+        system: System,
+        redis_url: &str,
+        cluster: Option<&[String]>,
+        logs: &Path,
+    ) -> anyhow::Result<Self> {
         let client = redis::Client::open(redis_url)?;
         let redis = client.get_multiplexed_async_connection().await?;
         let (api, courier, port) = match system {
             System::Courier => {
-                let env = TestEnv::on(&admin_url(), redis_url).await;
+                let mut env = TestEnv::on(&admin_url(), redis_url).await;
+                if let Some(nodes) = cluster {
+                    env.settings.redis.cluster = true;
+                    env.settings.redis.nodes = nodes.to_vec();
+                }
                 let api = Proc::spawn(
                     &binary("courier-api"),
                     &["serve"],
@@ -293,6 +308,11 @@ impl Deployment {
             logs: logs.to_owned(),
             bullmq_limits: Vec::new(),
         })
+    }
+
+    /// Where this deployment's processes write their logs.
+    pub fn logs(&self) -> &Path {
+        &self.logs
     }
 
     /// The API process's id.
@@ -375,6 +395,15 @@ impl Deployment {
     /// Starts one worker process serving the benchmark queue with `concurrency` calls at
     /// once, and waits until it is ready.
     pub async fn start_worker(&mut self, concurrency: usize) -> anyhow::Result<&Proc> {
+        self.start_worker_on(concurrency, QUEUE).await
+    }
+
+    /// [`Self::start_worker`], serving `queues` (comma-separated; Courier only).
+    pub async fn start_worker_on(
+        &mut self,
+        concurrency: usize,
+        queues: &str,
+    ) -> anyhow::Result<&Proc> {
         let concurrency = concurrency.to_string();
         let n = self.workers.len();
         let worker = match (self.system, &self.courier) {
@@ -386,7 +415,7 @@ impl Deployment {
                         env,
                         &[
                             ("COURIER__WORKER__CONCURRENCY", &concurrency),
-                            ("COURIER__WORKER__QUEUES", QUEUE),
+                            ("COURIER__WORKER__QUEUES", queues),
                         ],
                     ),
                     self.logs.join(format!("courier-worker-{n}.log")),
@@ -609,6 +638,13 @@ fn courier_env(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if env.settings.redis.cluster {
+        vars.push(("COURIER__REDIS__CLUSTER".into(), "true".into()));
+        vars.push((
+            "COURIER__REDIS__NODES".into(),
+            env.settings.redis.nodes.join(","),
+        ));
+    }
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     vars
 }

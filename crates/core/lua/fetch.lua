@@ -10,11 +10,20 @@
 -- KEYS[8]: settings hash   KEYS[9]: flow key limits hash   KEYS[10]: keyof hash (id -> key)
 -- KEYS[11]: buckets hash   KEYS[12]: keys' calls in flight hash   KEYS[13]: kblocked zset
 -- KEYS[14]: keys' pause-until hash   KEYS[15]: the prefix of each key's kwait zset
+-- KEYS[16]: signal (on a Cluster, cleared when nothing can start: see `wake`)
 -- ARGV[1]: most jobs to take   ARGV[2]: lease length in ms
 -- Returns: strings: when to look again in unix ms or -1 (the next scheduled job, a
 -- key's wait, the queue's next token), then groups of 4: id, token, attempt, payload
 local now, t = clock()
 local queued, kwait_base, kblocked = KEYS[1], KEYS[15], KEYS[13]
+
+-- Nothing can start: on a Cluster, the next wake publishes again.
+local function idle(reply)
+  if CLUSTER then
+    redis.call('DEL', KEYS[16])
+  end
+  return reply
+end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', scheduled_score(now, 9),
   'WITHSCORES', 'LIMIT', 0, 1000)
@@ -88,10 +97,10 @@ if not s.v then
   -- Redis does not hold the queue's flow control (it lost its data, or the queue is
   -- new): start nothing until a mirror writes it, which wakes the workers.
   wake_at(now + 250)
-  return {out[1]}
+  return idle({out[1]})
 end
 if s.paused == '1' then
-  return {'-1'}
+  return idle({'-1'})
 end
 local n = tonumber(ARGV[1])
 if s.conc then
@@ -171,5 +180,8 @@ for key, ks in pairs(keys) do
 end
 if qtokens and taken > 0 then
   redis.call('HSET', KEYS[11], 'q', string.format('%.6f,%.0f', qtokens - taken, now))
+end
+if taken == 0 then
+  return idle(out)
 end
 return out

@@ -52,7 +52,18 @@ end
 -- Leaves at least min(n, 32) wake-up tokens for idle workers in `signal` (one per
 -- idle worker is plenty): a token already waiting wakes a worker as well as a new one,
 -- and every extra one only costs an idle worker a spare look.
+-- On a Redis Cluster, workers cannot block on many queues' lists at once (they are in
+-- different slots), so they listen on pub/sub, where a message reaches every listener:
+-- `signal` then holds one flag, set by the first wake after a worker found the queue
+-- with nothing to start (fetch.lua clears it then), and only setting it publishes: a
+-- queue being drained publishes nothing.
 local function wake(signal, n)
+  if CLUSTER then
+    if n > 0 and redis.call('SET', signal, '1', 'NX') then
+      redis.call('PUBLISH', signal, '1')
+    end
+    return
+  end
   local want = math.min(n, 32) - redis.call('LLEN', signal)
   for _ = 1, want do
     redis.call('RPUSH', signal, '1')

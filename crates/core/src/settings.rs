@@ -89,6 +89,12 @@ pub struct RedisSettings {
     pub sentinels: Vec<String>,
     /// The name the sentinels monitor the master under.
     pub sentinel_master: String,
+    /// Redis Cluster: `nodes` are seed nodes of one cluster (any of its masters or
+    /// replicas); the rest of the cluster is learnt from them. `url` then gives only the
+    /// password to use.
+    pub cluster: bool,
+    /// Seed node URLs of the cluster, with `cluster = true`.
+    pub nodes: Vec<String>,
 }
 
 /// Bounds on what a job may ask for.
@@ -222,6 +228,7 @@ fn environment() -> Environment {
         .list_separator(",")
         .with_list_parse_key("worker.queues")
         .with_list_parse_key("redis.sentinels")
+        .with_list_parse_key("redis.nodes")
         .with_list_parse_key("outbound.allow")
         .with_list_parse_key("signing.secrets")
         .with_list_parse_key("secrets.previous_encryption_keys")
@@ -253,6 +260,8 @@ pool_size = 4
 command_timeout_ms = 5000
 sentinels = []
 sentinel_master = "courier"
+cluster = false
+nodes = []
 
 [jobs]
 max_timeout_ms = 900_000
@@ -464,6 +473,11 @@ impl std::fmt::Debug for RedisSettings {
                     .collect::<Vec<_>>(),
             )
             .field("sentinel_master", &self.sentinel_master)
+            .field("cluster", &self.cluster)
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -577,6 +591,18 @@ impl Settings {
             return Err(BadSetting::new(
                 "server.public_url",
                 "must be an absolute http or https URL (or empty)",
+            ));
+        }
+        if self.redis.cluster && self.redis.nodes.is_empty() {
+            return Err(BadSetting::new(
+                "redis.nodes",
+                "is empty; redis.cluster needs at least one seed node URL",
+            ));
+        }
+        if self.redis.cluster && !self.redis.sentinels.is_empty() {
+            return Err(BadSetting::new(
+                "redis.sentinels",
+                "is set with redis.cluster; a deployment uses Sentinel or Cluster, not both",
             ));
         }
         at_least(
@@ -712,6 +738,27 @@ mod tests {
         assert!(refused(&[("COURIER__WORKER__LEASE_MS", "200")]).contains("worker.lease_ms"));
         assert!(refused(&[("COURIER__WORKER__FETCH_BATCH", "0")]).contains("worker.fetch_batch"));
         assert!(refused(&[("COURIER__REDIS__PREFIX", "a{b}")]).contains("redis.prefix"));
+        assert!(refused(&[("COURIER__REDIS__CLUSTER", "true")]).contains("redis.nodes"));
+        assert!(
+            refused(&[
+                ("COURIER__REDIS__CLUSTER", "true"),
+                ("COURIER__REDIS__NODES", "redis://a:6379"),
+                ("COURIER__REDIS__SENTINELS", "redis://s:26379"),
+            ])
+            .contains("redis.sentinels")
+        );
+    }
+
+    #[test]
+    fn cluster_nodes_come_from_the_environment() {
+        let s = with_env(&[
+            ("COURIER__REDIS__CLUSTER", "true"),
+            ("COURIER__REDIS__NODES", "redis://a:6379,redis://b:6379"),
+        ])
+        .unwrap();
+        assert!(s.redis.cluster);
+        assert_eq!(s.redis.nodes, ["redis://a:6379", "redis://b:6379"]);
+        s.validate().unwrap();
     }
 
     #[test]

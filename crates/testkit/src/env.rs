@@ -91,6 +91,18 @@ impl TestEnv {
 
     /// Environment variables that give a child process these settings.
     pub fn process_env(&self) -> Vec<(String, String)> {
+        let mut vars = self.base_env();
+        if self.settings.redis.cluster {
+            vars.push(("COURIER__REDIS__CLUSTER".into(), "true".into()));
+            vars.push((
+                "COURIER__REDIS__NODES".into(),
+                self.settings.redis.nodes.join(","),
+            ));
+        }
+        vars
+    }
+
+    fn base_env(&self) -> Vec<(String, String)> {
         vec![
             ("DATABASE_URL".into(), self.settings.database.url.clone()),
             ("REDIS_URL".into(), self.settings.redis.url.clone()),

@@ -17,7 +17,7 @@ pub use app::{TestApp, WorkerHandle};
 pub use env::{TEST_ENCRYPTION_KEY, TestEnv, client_with_key};
 pub use http_targets::{ForwardProxy, H2Target, RawMode, RawTarget};
 pub use process::{ChildProcess, binary};
-pub use servers::{PgCluster, RedisServer, free_port};
+pub use servers::{ClusterNode, PgCluster, RedisCluster, RedisServer, free_port};
 pub use target::{Received, Reply, Target};
 pub use tls::make_certificates;
 pub use wait::{wait_until, wait_until_or_none};

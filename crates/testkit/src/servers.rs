@@ -132,6 +132,190 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Cluster of the test's own: `redis-server --cluster-enabled yes` nodes, each in
+/// its own directory, joined by `redis-cli --cluster create`. Killed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+/// One node as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub port: u16,
+    pub master: bool,
+    pub failed: bool,
+    /// Slot ranges served, inclusive (masters only).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl RedisCluster {
+    /// `masters` masters with `replicas` replicas each; a node unreachable for
+    /// `node_timeout_ms` is failed over.
+    pub async fn start(masters: usize, replicas: usize, node_timeout_ms: u64) -> Self {
+        let timeout = node_timeout_ms.to_string();
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            nodes.push(
+                RedisServer::start(
+                    false,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        &timeout,
+                        // A replica takes over however long it was cut off from its master.
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    ],
+                )
+                .await,
+            );
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .arg("--cluster-replicas")
+            .arg(replicas.to_string())
+            .arg("--cluster-yes")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes };
+        let want = cluster.nodes.len();
+        wait_until(
+            "every node to see the whole cluster, its slots all served",
+            Duration::from_secs(60),
+            || async {
+                for node in &cluster.nodes {
+                    let info = info_of(node.port, "CLUSTER", "INFO").await?;
+                    if !info.contains("cluster_state:ok") {
+                        return None;
+                    }
+                    let seen = parse_nodes(&info_of(node.port, "CLUSTER", "NODES").await?);
+                    if seen.len() != want || seen.iter().filter(|n| n.master).count() != masters {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
+        cluster
+    }
+
+    /// Every node's URL (seed nodes for Courier).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The cluster as a live node other than `except` sees it.
+    pub async fn nodes_seen(&self, except: &[u16]) -> Option<Vec<ClusterNode>> {
+        for node in self.nodes.iter().filter(|n| !except.contains(&n.port)) {
+            if let Some(text) = info_of(node.port, "CLUSTER", "NODES").await {
+                return Some(parse_nodes(&text));
+            }
+        }
+        None
+    }
+
+    /// The port of the master serving `key`'s slot, as a live node other than
+    /// `except` sees it (not failed).
+    pub async fn master_of(&self, key: &str, except: &[u16]) -> Option<u16> {
+        let slot = self.slot_of(key, except).await?;
+        self.nodes_seen(except)
+            .await?
+            .into_iter()
+            .find(|n| {
+                n.master && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+            .map(|n| n.port)
+    }
+
+    /// The slot of `key`, as a live node other than `except` computes it.
+    pub async fn slot_of(&self, key: &str, except: &[u16]) -> Option<u16> {
+        for node in self.nodes.iter().filter(|n| !except.contains(&n.port)) {
+            let Ok(client) = redis::Client::open(node.url()) else {
+                continue;
+            };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                continue;
+            };
+            if let Ok(slot) = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+            {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// The node on `port`.
+    pub fn node_mut(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster")
+    }
+}
+
+async fn info_of(port: u16, cmd: &str, arg: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()?;
+    redis::cmd(cmd).arg(arg).query_async(&mut conn).await.ok()
+}
+
+fn parse_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let addr = f.get(1)?;
+            let port = addr
+                .split(['@', ','])
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()?;
+            let flags = f.get(2)?;
+            let slots = f
+                .iter()
+                .skip(8)
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|x| (x, x)),
+                })
+                .collect();
+            Some(ClusterNode {
+                port,
+                master: flags.contains("master"),
+                failed: flags.contains("fail") && !flags.contains("fail?")
+                    || flags.contains("noaddr"),
+                slots,
+            })
+        })
+        .collect()
+}
+
 /// A PostgreSQL cluster of the test's own (initdb in a scratch directory, trust auth,
 /// no fsync), which the test can stop and start. Stopped and removed when dropped.
 pub struct PgCluster {

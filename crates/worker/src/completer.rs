@@ -7,7 +7,7 @@
 //! ended within its patience is answered `false` (recorded as stale; the job runs again).
 
 use std::{
-    collections::BTreeMap,
+    collections::HashMap,
     time::{Duration, Instant},
 };
 
@@ -66,19 +66,34 @@ impl Completer {
     }
 }
 
+/// Hands each attempt to its queue's lane. Queues go on independently: one whose Redis
+/// is slow to answer (a Cluster master failing over) holds back only its own ends. A
+/// lane's channel is unbounded, but what waits in it is bounded by the calls in flight
+/// (each call waits for its answer).
 async fn run(queue: RedisQueue, mut rx: mpsc::Receiver<Waiting>) {
+    let mut lanes: HashMap<QueueName, mpsc::UnboundedSender<Waiting>> = HashMap::new();
+    while let Some(waiting) = rx.recv().await {
+        let lane = match lanes.get(&waiting.finish.queue) {
+            Some(lane) => lane,
+            None => {
+                let name = waiting.finish.queue.clone();
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(lane(queue.clone(), name.clone(), rx));
+                lanes.entry(name).or_insert(tx)
+            }
+        };
+        if let Err(mpsc::error::SendError(waiting)) = lane.send(waiting) {
+            let _ = waiting.reply.send(false);
+        }
+    }
+}
+
+/// One queue's ends: every attempt that finished while the previous round trip was out
+/// goes in the next one.
+async fn lane(queue: RedisQueue, name: QueueName, mut rx: mpsc::UnboundedReceiver<Waiting>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut by_queue: BTreeMap<QueueName, Vec<Waiting>> = BTreeMap::new();
-        for waiting in batch.drain(..) {
-            by_queue
-                .entry(waiting.finish.queue.clone())
-                .or_default()
-                .push(waiting);
-        }
-        for (name, waiting) in by_queue {
-            end_all(&queue, &name, waiting).await;
-        }
+        end_all(&queue, &name, std::mem::take(&mut batch)).await;
     }
 }
 

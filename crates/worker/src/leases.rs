@@ -36,8 +36,17 @@ pub async fn heartbeat(ctx: Arc<Context>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        for (queue, leases) in ctx.inflight.leases() {
-            match ctx.queue.heartbeat(&queue, ctx.lease, &leases).await {
+        // Every queue at once: one whose Redis is slow to answer (a Cluster master
+        // failing over) must not hold back the others' renewals.
+        let beats = ctx.inflight.leases().into_iter().map(|(queue, leases)| {
+            let ctx = &ctx;
+            async move {
+                let beat = ctx.queue.heartbeat(&queue, ctx.lease, &leases).await;
+                (queue, beat)
+            }
+        });
+        for (queue, beat) in futures_util::future::join_all(beats).await {
+            match beat {
                 Ok(lost) => {
                     for (id, token) in lost {
                         if let Some(entry) = ctx.inflight.get(id, token) {

@@ -337,7 +337,7 @@ async fn fetch_loop(
         if blocking.is_none() {
             blocking = ctx
                 .queue
-                .dedicated_connection()
+                .waiter()
                 .await
                 .map_err(|e| tracing::warn!(error = %e, "no blocking connection"))
                 .ok();

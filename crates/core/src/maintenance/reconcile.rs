@@ -1,7 +1,10 @@
 //! Noticing that Redis lost data, and then putting back what it lost: once per loss,
 //! under a short lock so one process does it.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +19,8 @@ use crate::{
 /// How often Redis is checked for data loss: a lost job is back within a few seconds.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 const LOCK: Duration = Duration::from_secs(10);
+/// On a Cluster, how often PostgreSQL is asked which queues have live jobs.
+const LIVE_QUEUES_EVERY: Duration = Duration::from_secs(10);
 
 /// What a reconciliation changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +31,9 @@ pub struct Reconciled {
     pub removed: usize,
 }
 
+/// The queues PostgreSQL last said have live jobs, and when.
+type LiveQueues = (Instant, Vec<QueueName>);
+
 /// Reconciles Redis with PostgreSQL after Redis restarted or lost data.
 #[derive(Clone)]
 pub struct Reconciler {
@@ -33,6 +41,8 @@ pub struct Reconciler {
     queue: RedisQueue,
     recovery: Recovery,
     flow: FlowMirror,
+    /// On a Cluster: the queues with live jobs, and when PostgreSQL said so.
+    live_queues: Arc<Mutex<Option<LiveQueues>>>,
 }
 
 impl Reconciler {
@@ -42,6 +52,7 @@ impl Reconciler {
             queue,
             recovery,
             flow,
+            live_queues: Arc::default(),
         }
     }
 
@@ -51,19 +62,113 @@ impl Reconciler {
     /// # Errors
     /// PostgreSQL or Redis unreachable.
     pub async fn check_redis(&self) -> Result<Option<Reconciled>, MaintenanceError> {
+        if self.queue.is_cluster() {
+            return self.check_cluster().await;
+        }
         let run_id = self.queue.run_id().await?;
         if self.queue.marker().await?.as_deref() == Some(run_id.as_str()) {
             return Ok(None);
         }
-        let Some(lock) = self.queue.try_lock_reconcile(LOCK).await? else {
+        let work = async {
+            tracing::warn!(
+                run_id,
+                "redis restarted or lost its data; reconciling it with postgresql"
+            );
+            let done = self.reconcile_queues(None).await?;
+            // Only a finished reconciliation clears the alarm (a failed one is redone),
+            // and under the lock, so that the next process does not redo it.
+            self.queue.set_marker(&run_id).await?;
+            Ok(done)
+        };
+        let Some(done) = self.locked(work).await? else {
             return Ok(None);
         };
         tracing::warn!(
-            run_id,
-            "redis restarted or lost its data; reconciling it with postgresql"
+            redispatched = done.redispatched,
+            removed = done.removed,
+            "reconciled redis with postgresql"
         );
-        // The lock is short and renewed while the work goes on, so a process that dies
-        // mid-reconciliation holds up the next one by seconds, not minutes.
+        Ok(Some(done))
+    }
+
+    /// On a Redis Cluster: each queue is reconciled when its master is not the one it
+    /// was last reconciled under (a failover promoted a replica, which may lack the
+    /// last writes of the master it replaced; or the master restarted or lost its
+    /// data), so a failover re-dispatches only what the failed master held.
+    async fn check_cluster(&self) -> Result<Option<Reconciled>, MaintenanceError> {
+        let mut stale = Vec::new();
+        for queue in self.watched_queues().await? {
+            let run_id = self.queue.run_id_of(&queue).await?;
+            if self.queue.marker_of(&queue).await?.as_deref() != Some(run_id.as_str()) {
+                stale.push((queue, run_id));
+            }
+        }
+        if stale.is_empty() {
+            return Ok(None);
+        }
+        let queues: Vec<QueueName> = stale.iter().map(|(q, _)| q.clone()).collect();
+        let work = async {
+            tracing::warn!(
+                queues = ?queues.iter().map(QueueName::as_str).collect::<Vec<_>>(),
+                "these queues' redis master changed, restarted or lost data; reconciling them with postgresql"
+            );
+            let done = self.reconcile_queues(Some(&queues)).await?;
+            for (queue, run_id) in &stale {
+                self.queue.set_marker_of(queue, run_id).await?;
+            }
+            Ok(done)
+        };
+        let Some(done) = self.locked(work).await? else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            queues = queues.len(),
+            redispatched = done.redispatched,
+            removed = done.removed,
+            "reconciled redis with postgresql"
+        );
+        Ok(Some(done))
+    }
+
+    /// The queues a Cluster's check looks at: those in Redis's queue set, and those
+    /// PostgreSQL has live jobs of (asked every [`LIVE_QUEUES_EVERY`]), since the
+    /// master that holds the set may be the one that lost data.
+    async fn watched_queues(&self) -> Result<Vec<QueueName>, MaintenanceError> {
+        let mut queues = self.queue.known_queues().await?;
+        let cached = {
+            let live = self.live_queues.lock().expect("lock poisoned");
+            live.as_ref()
+                .filter(|(at, _)| at.elapsed() < LIVE_QUEUES_EVERY)
+                .map(|(_, queues)| queues.clone())
+        };
+        let live = match cached {
+            Some(live) => live,
+            None => {
+                let live = repo::live_queues(&self.db).await?;
+                *self.live_queues.lock().expect("lock poisoned") =
+                    Some((Instant::now(), live.clone()));
+                live
+            }
+        };
+        for queue in live {
+            if !queues.contains(&queue) {
+                queues.push(queue);
+            }
+        }
+        Ok(queues)
+    }
+
+    /// Runs `work` under the reconcile lock (one process at a time), renewing the lock
+    /// while it goes on; `None` when another process holds it. The lock is short, so a
+    /// process that dies mid-reconciliation holds up the next one by seconds, not
+    /// minutes.
+    async fn locked(
+        &self,
+        work: impl std::future::Future<Output = Result<Reconciled, MaintenanceError>>,
+    ) -> Result<Option<Reconciled>, MaintenanceError> {
+        let Some(lock) = self.queue.try_lock_reconcile(LOCK).await? else {
+            return Ok(None);
+        };
         let renew = async {
             loop {
                 tokio::time::sleep(LOCK / 3).await;
@@ -78,21 +183,11 @@ impl Reconciler {
             }
         };
         let result = tokio::select! {
-            result = self.reconcile() => result,
+            result = work => result,
             () = renew => unreachable!("renewing never ends"),
         };
-        if result.is_ok() {
-            // Only a finished reconciliation clears the alarm; a failed one is redone.
-            self.queue.set_marker(&run_id).await?;
-        }
         self.queue.unlock_reconcile(&lock).await?;
-        let done = result?;
-        tracing::warn!(
-            redispatched = done.redispatched,
-            removed = done.removed,
-            "reconciled redis with postgresql"
-        );
-        Ok(Some(done))
+        result.map(Some)
     }
 
     /// Puts flow control back, then re-dispatches every live job Redis lacks and removes
@@ -101,6 +196,14 @@ impl Reconciler {
     /// # Errors
     /// PostgreSQL or Redis unreachable.
     pub async fn reconcile(&self) -> Result<Reconciled, MaintenanceError> {
+        self.reconcile_queues(None).await
+    }
+
+    /// [`Self::reconcile`], for `only` these queues when given.
+    async fn reconcile_queues(
+        &self,
+        only: Option<&[QueueName]>,
+    ) -> Result<Reconciled, MaintenanceError> {
         let mut done = Reconciled::default();
         self.queue.forget_registrations();
         // Before any job is back: a restored job of a paused queue must find it paused.
@@ -108,18 +211,27 @@ impl Reconciler {
         let mut candidates = Vec::new();
         let mut after = None;
         loop {
-            let page = repo::live_jobs_page(&self.db, after, 1000).await?;
+            let page = match only {
+                None => repo::live_jobs_page(&self.db, after, 1000).await?,
+                Some(queues) => repo::live_jobs_page_in(&self.db, queues, after, 1000).await?,
+            };
             let Some(last) = page.last() else { break };
             after = Some(last.id);
             candidates.extend(self.recovery.missing_from_redis(page).await?);
         }
         done.redispatched = self.recovery.redispatch_lost(candidates).await?;
-        let mut queues: Vec<QueueName> = self.queue.known_queues().await?;
-        for queue in repo::live_queues(&self.db).await? {
-            if !queues.contains(&queue) {
-                queues.push(queue);
+        let queues: Vec<QueueName> = match only {
+            Some(queues) => queues.to_vec(),
+            None => {
+                let mut queues = self.queue.known_queues().await?;
+                for queue in repo::live_queues(&self.db).await? {
+                    if !queues.contains(&queue) {
+                        queues.push(queue);
+                    }
+                }
+                queues
             }
-        }
+        };
         for queue in queues {
             let mut cursor = ScanCursor::START;
             while !cursor.is_done() {

@@ -1,26 +1,52 @@
 //! Connections beyond the shared pool (blocking waits, pub/sub), and Redis's own
 //! settings that Courier's guarantees depend on.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
 
 use super::{QueueError, RedisQueue};
 
+/// A worker's own connection to wait for work on ([`RedisQueue::waiter`]).
+pub struct Waiter(pub(super) WaiterInner);
+
+pub(super) enum WaiterInner {
+    Blocking(MultiplexedConnection),
+    Listening {
+        pubsub: Box<redis::aio::PubSub>,
+        /// The queues' signal channels subscribed to so far.
+        channels: HashSet<String>,
+        /// Not waited on yet: what was published before it subscribed was missed.
+        fresh: bool,
+    },
+}
+
 impl RedisQueue {
-    /// A connection of its own with no response timeout, for blocking commands and
-    /// pub/sub: the pool's timeout would cut a blocking wait short.
+    /// What an idle worker waits for work on, of its own: on a single Redis, a
+    /// connection with no response timeout for `BLPOP` (the pool's timeout would cut a
+    /// blocking wait short); on a Cluster, a pub/sub connection to one node, subscribed
+    /// to the queues' signal channels as it waits (see [`super::cluster`]).
     ///
     /// # Errors
     /// Redis unreachable.
-    pub async fn dedicated_connection(&self) -> Result<MultiplexedConnection, QueueError> {
+    pub async fn waiter(&self) -> Result<Waiter, QueueError> {
+        if self.is_cluster() {
+            let mut pubsub = self.client().get_async_pubsub().await?;
+            pubsub.subscribe(self.keys.queues_signal()).await?;
+            return Ok(Waiter(WaiterInner::Listening {
+                pubsub: Box::new(pubsub),
+                channels: HashSet::new(),
+                fresh: true,
+            }));
+        }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(None);
-        Ok(self
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
+        Ok(Waiter(WaiterInner::Blocking(
+            self.client()
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+        )))
     }
 
     /// A pub/sub connection subscribed to the cancel channel.

@@ -1,7 +1,7 @@
 //! Flow control in Redis: mirroring a queue's settings and the flow keys' limits from
 //! PostgreSQL (which the fetch script enforces), and reading a key's live counts.
 
-use super::{QueueError, RedisQueue, scripts::SCRIPTS};
+use super::{QueueError, RedisQueue};
 use crate::domain::{FlowKey, Limits, QueueFlow, QueueName};
 
 /// A flow key's jobs in one queue as Redis sees them.
@@ -40,7 +40,7 @@ impl RedisQueue {
             args.push(key.as_str().to_owned());
             args.push(limits.to_redis());
         }
-        let mut call = SCRIPTS.mirror.prepare_invoke();
+        let mut call = self.scripts().mirror.prepare_invoke();
         call.key(&k.settings)
             .key(&k.flow_limits)
             .key(&k.signal)

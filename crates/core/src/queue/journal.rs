@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{QueueError, RedisQueue, scripts::SCRIPTS};
+use super::{QueueError, RedisQueue};
 use crate::domain::QueueName;
 
 impl RedisQueue {
@@ -23,7 +23,7 @@ impl RedisQueue {
             return Ok(());
         }
         let k = self.keys.queue(queue);
-        let mut call = SCRIPTS.journal_put.prepare_invoke();
+        let mut call = self.scripts().journal_put.prepare_invoke();
         call.key(&k.journal).key(&k.journal_at);
         for (entry, record) in records {
             call.arg(entry).arg(record);
@@ -45,7 +45,7 @@ impl RedisQueue {
             return Ok(());
         }
         let k = self.keys.queue(queue);
-        let mut call = SCRIPTS.journal_ack.prepare_invoke();
+        let mut call = self.scripts().journal_ack.prepare_invoke();
         call.key(&k.journal).key(&k.journal_at);
         for entry in entries {
             call.arg(entry);

@@ -49,6 +49,9 @@ pub struct QueueKeys {
     pub key_pause: String,
     /// The prefix of each key's zset of jobs set aside on its limit (`kwait:<key>`).
     pub key_wait: String,
+    /// On a Cluster: the `run_id` of the queue's master when the queue was last
+    /// reconciled with PostgreSQL (see [`Keys::marker`]).
+    pub marker: String,
 }
 
 impl QueueKeys {
@@ -90,6 +93,7 @@ impl Keys {
             key_blocked: format!("{base}:key-blocked"),
             key_pause: format!("{base}:key-pause"),
             key_wait: format!("{base}:kwait:"),
+            marker: format!("{base}:reconciled"),
         }
     }
 
@@ -99,7 +103,8 @@ impl Keys {
         format!("{}:queues", self.prefix)
     }
 
-    /// Wake-up tokens pushed when a queue joins the set.
+    /// Wake-up tokens pushed when a queue joins the set (on a Cluster, the pub/sub
+    /// channel announcing it).
     pub fn queues_signal(&self) -> String {
         format!("{}:queues:signal", self.prefix)
     }

@@ -5,11 +5,13 @@
 use std::{collections::BTreeMap, time::Duration, time::Instant};
 
 use chrono::DateTime;
-use redis::{AsyncCommands, aio::MultiplexedConnection};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
 
 use super::{
-    QueueError, QueueKeys, REGISTER_EVERY, RedisQueue, parse_count, parse_id, parse_token,
-    scripts::SCRIPTS,
+    QueueError, QueueKeys, REGISTER_EVERY, RedisQueue,
+    connection::{Waiter, WaiterInner},
+    parse_count, parse_id, parse_token,
     types::{
         Cancelled, Completion, Dispatch, Ending, Fetched, Leased, Reaped, Token, Unreadable, Wake,
     },
@@ -37,7 +39,7 @@ impl RedisQueue {
         let mut added = 0;
         for (queue, jobs) in by_queue {
             let k = self.keys.queue(queue);
-            let mut call = SCRIPTS.enqueue.prepare_invoke();
+            let mut call = self.scripts().enqueue.prepare_invoke();
             call.key(&k.queued)
                 .key(&k.scheduled)
                 .key(&k.jobs)
@@ -75,7 +77,10 @@ impl RedisQueue {
         }
         let mut conn = self.conn();
         let new: i64 = conn.sadd(self.keys.queues(), queue.as_str()).await?;
-        if new == 1 {
+        if new == 1 && self.is_cluster() {
+            // Workers on a Cluster listen for new queues on pub/sub (see `Waiter`).
+            let _: i64 = conn.publish(self.keys.queues_signal(), "1").await?;
+        } else if new == 1 {
             // One token per idle worker (up to 32), or only the first would hear of it and
             // the rest would find the queue at their next idle poll.
             let _: () = redis::pipe()
@@ -129,7 +134,8 @@ impl RedisQueue {
         lease: Duration,
     ) -> Result<Fetched, QueueError> {
         let k = self.keys.queue(queue);
-        let reply: Vec<String> = SCRIPTS
+        let reply: Vec<String> = self
+            .scripts()
             .fetch
             .key(&k.queued)
             .key(&k.scheduled)
@@ -146,6 +152,7 @@ impl RedisQueue {
             .key(&k.key_blocked)
             .key(&k.key_pause)
             .key(&k.key_wait)
+            .key(&k.signal)
             .arg(count)
             .arg(lease.as_millis() as u64)
             .invoke_async(&mut self.conn())
@@ -186,30 +193,67 @@ impl RedisQueue {
         Ok(fetched)
     }
 
-    /// Blocks until some queue of `queues` signals new work, a new queue appears, or
-    /// `timeout` passes, on a connection from [`Self::dedicated_connection`].
+    /// Waits until some queue of `queues` signals new work, a new queue appears, or
+    /// `timeout` passes, on a [`Waiter`] of [`Self::waiter`].
     ///
     /// # Errors
-    /// Redis unreachable.
+    /// Redis unreachable (make a new waiter then).
     pub async fn wait_for_work(
         &self,
-        conn: &mut MultiplexedConnection,
+        waiter: &mut Waiter,
         queues: &[QueueName],
         timeout: Duration,
     ) -> Result<Wake, QueueError> {
-        let mut keys: Vec<String> = queues.iter().map(|q| self.keys.queue(q).signal).collect();
-        keys.push(self.keys.queues_signal());
-        let secs = timeout.as_secs_f64().max(0.001);
-        let popped: Option<(String, String)> = redis::cmd("BLPOP")
-            .arg(&keys)
-            .arg(secs)
-            .query_async(conn)
-            .await?;
-        Ok(match popped {
-            None => Wake::TimedOut,
-            Some((key, _)) if key == self.keys.queues_signal() => Wake::NewQueue,
-            Some(_) => Wake::Work,
-        })
+        let Waiter(inner) = waiter;
+        match inner {
+            WaiterInner::Blocking(conn) => {
+                let mut keys: Vec<String> =
+                    queues.iter().map(|q| self.keys.queue(q).signal).collect();
+                keys.push(self.keys.queues_signal());
+                let secs = timeout.as_secs_f64().max(0.001);
+                let popped: Option<(String, String)> = redis::cmd("BLPOP")
+                    .arg(&keys)
+                    .arg(secs)
+                    .query_async(conn)
+                    .await?;
+                Ok(match popped {
+                    None => Wake::TimedOut,
+                    Some((key, _)) if key == self.keys.queues_signal() => Wake::NewQueue,
+                    Some(_) => Wake::Work,
+                })
+            }
+            WaiterInner::Listening {
+                pubsub,
+                channels,
+                fresh,
+            } => {
+                // Queues and work announced before the subscriptions were missed: look
+                // again at the queue set, and at the queues, before waiting.
+                let mut added = std::mem::take(fresh);
+                for queue in queues {
+                    let channel = self.keys.queue(queue).signal;
+                    if !channels.contains(&channel) {
+                        pubsub.subscribe(&channel).await?;
+                        channels.insert(channel);
+                        added = true;
+                    }
+                }
+                if added {
+                    return Ok(Wake::NewQueue);
+                }
+                match tokio::time::timeout(timeout, pubsub.on_message().next()).await {
+                    Err(_) => Ok(Wake::TimedOut),
+                    Ok(None) => Err(QueueError::Redis(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the pub/sub connection closed",
+                    )))),
+                    Ok(Some(msg)) if msg.get_channel_name() == self.keys.queues_signal() => {
+                        Ok(Wake::NewQueue)
+                    }
+                    Ok(Some(_)) => Ok(Wake::Work),
+                }
+            }
+        }
     }
 
     /// Ends attempts. Returns, per attempt, whether it still held its lease; a `false`
@@ -223,7 +267,7 @@ impl RedisQueue {
         items: &[Ending<'_>],
     ) -> Result<Vec<bool>, QueueError> {
         let k = self.keys.queue(queue);
-        let mut call = SCRIPTS.complete.prepare_invoke();
+        let mut call = self.scripts().complete.prepare_invoke();
         call.key(&k.running)
             .key(&k.scheduled)
             .key(&k.queued)
@@ -279,7 +323,7 @@ impl RedisQueue {
         items: &[(JobId, Token)],
     ) -> Result<Vec<(JobId, Token)>, QueueError> {
         let k = self.keys.queue(queue);
-        let mut call = SCRIPTS.heartbeat.prepare_invoke();
+        let mut call = self.scripts().heartbeat.prepare_invoke();
         call.key(&k.running)
             .key(&k.leases)
             .arg(lease.as_millis() as u64);
@@ -298,7 +342,7 @@ impl RedisQueue {
     /// Redis unreachable.
     pub async fn reap(&self, queue: &QueueName, max: usize) -> Result<Vec<Reaped>, QueueError> {
         let k = self.keys.queue(queue);
-        let mut call = SCRIPTS.reap.prepare_invoke();
+        let mut call = self.scripts().reap.prepare_invoke();
         call.key(&k.running)
             .key(&k.queued)
             .key(&k.jobs)
@@ -331,7 +375,7 @@ impl RedisQueue {
         items: &[(JobId, Token, u8)],
     ) -> Result<Vec<bool>, QueueError> {
         let k = self.keys.queue(queue);
-        let mut call = SCRIPTS.requeue.prepare_invoke();
+        let mut call = self.scripts().requeue.prepare_invoke();
         call.key(&k.running)
             .key(&k.queued)
             .key(&k.attempts)
@@ -371,7 +415,7 @@ impl RedisQueue {
             return Ok(Vec::new());
         }
         let k = self.keys.queue(queue);
-        let mut call = SCRIPTS.cancel.prepare_invoke();
+        let mut call = self.scripts().cancel.prepare_invoke();
         call.key(&k.queued)
             .key(&k.scheduled)
             .key(&k.running)

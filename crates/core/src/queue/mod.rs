@@ -4,6 +4,7 @@
 //!
 //! - [`types`]: what goes in and comes out;
 //! - [`connection`]: the connections, and Redis's own settings;
+//! - [`cluster`]: Redis Cluster: its connection, and each queue's master;
 //! - [`lifecycle`]: a job's way through Redis: enqueue, fetch, complete, retry, reap,
 //!   cancel;
 //! - [`flow`]: flow control's settings mirrored from PostgreSQL, and keys' counts;
@@ -11,6 +12,7 @@
 //! - [`reconcile`]: what reconciling Redis with PostgreSQL after a data loss reads,
 //!   and its lock.
 
+mod cluster;
 mod connection;
 mod flow;
 mod journal;
@@ -30,6 +32,7 @@ use std::{
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use connection::Waiter;
 pub use flow::KeyCounts;
 pub use keys::{Keys, QueueKeys};
 pub use types::*;
@@ -74,11 +77,59 @@ impl Pool {
     }
 }
 
-/// Courier's queues in one Redis (or one Sentinel-watched master).
+/// Where commands go: one Redis (or Sentinel's master), or a Redis Cluster.
+#[derive(Clone)]
+enum Backend {
+    Single {
+        pool: Arc<ArcSwap<Pool>>,
+        next: Arc<AtomicUsize>,
+    },
+    Cluster(Arc<cluster::Cluster>),
+}
+
+/// A connection of the moment: one of the pool's, or the cluster's (which routes each
+/// command to the master of its keys' slot). Commands and scripts run on either.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Courier's queues in one Redis, a Sentinel-watched master, or a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisQueue {
-    pool: Arc<ArcSwap<Pool>>,
-    next: Arc<AtomicUsize>,
+    backend: Backend,
     keys: Keys,
     /// When this process last registered each queue in the queue set, so that
     /// enqueueing costs one round trip and a wiped set is refilled within
@@ -100,41 +151,78 @@ impl RedisQueue {
     ///
     /// With Sentinel (`redis.sentinels`), the master is asked of the sentinels now (at
     /// least one must answer) and again every second by a task of this process, which
-    /// moves every connection to a new master after a failover.
+    /// moves every connection to a new master after a failover. With Cluster
+    /// (`redis.cluster`), the seed nodes are asked for the cluster's layout at the first
+    /// command, and redis-rs follows it across failovers and resharding.
     pub fn new(settings: &RedisSettings) -> Result<Self, QueueError> {
+        let keys = Keys::new(&settings.prefix);
+        if settings.cluster {
+            return Ok(Self {
+                backend: Backend::Cluster(Arc::new(cluster::Cluster::new(settings)?)),
+                keys,
+                registered: Arc::default(),
+                mirrored: Arc::default(),
+            });
+        }
         let (client, sentinel) = if settings.sentinels.is_empty() {
             (redis::Client::open(settings.url.as_str())?, None)
         } else {
             let mut sentinel = sentinel::client(settings)?;
             (sentinel.get_client()?, Some(sentinel))
         };
+        let pool = Arc::new(ArcSwap::from_pointee(Pool::new(client, settings)?));
         let queue = Self {
-            pool: Arc::new(ArcSwap::from_pointee(Pool::new(client, settings)?)),
-            next: Arc::default(),
-            keys: Keys::new(&settings.prefix),
+            backend: Backend::Single {
+                pool: pool.clone(),
+                next: Arc::default(),
+            },
+            keys,
             registered: Arc::default(),
             mirrored: Arc::default(),
         };
         if let Some(sentinel) = sentinel {
-            sentinel::follow(queue.clone(), sentinel, settings.clone());
+            sentinel::follow(pool, sentinel, settings.clone());
         }
         Ok(queue)
     }
 
-    /// The Redis client of the moment (the current master, with Sentinel).
+    /// Whether this queue is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
+    }
+
+    /// A client of one server, for the connections that are not shared: blocking waits
+    /// and pub/sub. On a single Redis, that Redis (with Sentinel, the current master);
+    /// on a Cluster, the next seed node in turn (`PUBLISH` reaches every node there).
     fn client(&self) -> redis::Client {
-        self.pool.load().client.clone()
+        match &self.backend {
+            Backend::Single { pool, .. } => pool.load().client.clone(),
+            Backend::Cluster(cluster) => cluster.next_node(),
+        }
     }
 
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
 
+    /// The scripts for this kind of deployment (a Cluster wakes workers by pub/sub).
+    fn scripts(&self) -> &'static scripts::Scripts {
+        match self.backend {
+            Backend::Single { .. } => &scripts::SCRIPTS,
+            Backend::Cluster(_) => &scripts::CLUSTER_SCRIPTS,
+        }
+    }
+
     /// The next connection in turn (a cheap clone of a shared handle).
-    fn conn(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let pool = self.pool.load();
-        pool.conns[i % pool.conns.len()].clone()
+    fn conn(&self) -> Conn {
+        match &self.backend {
+            Backend::Single { pool, next } => {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let pool = pool.load();
+                Conn::Single(pool.conns[i % pool.conns.len()].clone())
+            }
+            Backend::Cluster(cluster) => Conn::Cluster(cluster.conn()),
+        }
     }
 }
 

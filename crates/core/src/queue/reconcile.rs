@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::{QueueError, RedisQueue, scripts::SCRIPTS, types::ScanCursor};
+use super::{QueueError, RedisQueue, types::ScanCursor};
 use crate::domain::{JobId, QueueName};
 
 impl RedisQueue {
@@ -16,7 +16,7 @@ impl RedisQueue {
     /// Redis unreachable.
     pub async fn present(&self, queue: &QueueName, ids: &[JobId]) -> Result<Vec<bool>, QueueError> {
         let k = self.keys.queue(queue);
-        let mut call = SCRIPTS.present.prepare_invoke();
+        let mut call = self.scripts().present.prepare_invoke();
         call.key(&k.jobs);
         for id in ids {
             call.arg(id.to_string());
@@ -82,10 +82,7 @@ impl RedisQueue {
             .arg("server")
             .query_async(&mut self.conn())
             .await?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_owned())
-            .ok_or_else(|| QueueError::Corrupt("INFO server has no run_id".into()))
+        run_id_in(&info)
     }
 
     /// The `run_id` recorded by the last reconciliation, if Redis still has it.
@@ -132,7 +129,8 @@ impl RedisQueue {
         token: &str,
         ttl: Duration,
     ) -> Result<bool, QueueError> {
-        let extended: i64 = SCRIPTS
+        let extended: i64 = self
+            .scripts()
             .lock_extend
             .key(self.keys.reconcile_lock())
             .arg(token)
@@ -147,7 +145,8 @@ impl RedisQueue {
     /// # Errors
     /// Redis unreachable.
     pub async fn unlock_reconcile(&self, token: &str) -> Result<(), QueueError> {
-        let _: i64 = SCRIPTS
+        let _: i64 = self
+            .scripts()
             .lock_release
             .key(self.keys.reconcile_lock())
             .arg(token)
@@ -155,4 +154,12 @@ impl RedisQueue {
             .await?;
         Ok(())
     }
+}
+
+/// The `run_id` line of an `INFO server` answer.
+pub(super) fn run_id_in(info: &str) -> Result<String, QueueError> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| QueueError::Corrupt("INFO server has no run_id".into()))
 }

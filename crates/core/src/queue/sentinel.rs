@@ -13,7 +13,9 @@ use redis::{
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
 
-use super::{Pool, QueueError, RedisQueue};
+use arc_swap::ArcSwap;
+
+use super::{Pool, QueueError};
 use crate::settings::RedisSettings;
 
 /// How often the sentinels are asked where the master is.
@@ -36,7 +38,7 @@ pub(super) fn client(settings: &RedisSettings) -> Result<SentinelClient, QueueEr
 /// Follows the master: a task that asks the sentinels every [`LOOK_EVERY`] and moves the
 /// queue's connections when the answer changes. Without a Tokio runtime (a synchronous
 /// tool), nothing follows.
-pub(super) fn follow(queue: RedisQueue, sentinel: SentinelClient, settings: RedisSettings) {
+pub(super) fn follow(pool: Arc<ArcSwap<Pool>>, sentinel: SentinelClient, settings: RedisSettings) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -45,7 +47,7 @@ pub(super) fn follow(queue: RedisQueue, sentinel: SentinelClient, settings: Redi
         loop {
             tokio::time::sleep(LOOK_EVERY).await;
             // Stop with the last handle on the queue's connections.
-            if Arc::strong_count(&queue.pool) == 1 {
+            if Arc::strong_count(&pool) == 1 {
                 return;
             }
             let found = sentinel.lock().await.async_get_client().await;
@@ -57,20 +59,14 @@ pub(super) fn follow(queue: RedisQueue, sentinel: SentinelClient, settings: Redi
                 }
             };
             let now = client.get_connection_info().addr().to_string();
-            let was = queue
-                .pool
-                .load()
-                .client
-                .get_connection_info()
-                .addr()
-                .to_string();
+            let was = pool.load().client.get_connection_info().addr().to_string();
             if now == was {
                 continue;
             }
             match Pool::new(client, &settings) {
-                Ok(pool) => {
+                Ok(new) => {
                     tracing::warn!(from = %was, to = %now, "the redis master moved; following it");
-                    queue.pool.store(Arc::new(pool));
+                    pool.store(Arc::new(new));
                 }
                 Err(e) => tracing::error!(error = %e, "cannot connect to the new redis master"),
             }

@@ -31,6 +31,31 @@ pub async fn live_jobs_page(
     .await?)
 }
 
+/// One page of the live jobs of `queues` by id, after `after`.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn live_jobs_page_in(
+    db: impl PgExecutor<'_>,
+    queues: &[QueueName],
+    after: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<JobRow>, RepoError> {
+    let queues: Vec<String> = queues.iter().map(|q| q.as_str().to_owned()).collect();
+    Ok(select_jobs!(
+        "FROM jobs
+         WHERE state IN ('scheduled', 'queued', 'running') AND queue = ANY($3)
+           AND ($1::uuid IS NULL OR id > $1)
+         ORDER BY id
+         LIMIT $2",
+        after.map(|id| id.as_uuid()),
+        limit,
+        &queues[..]
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 /// Of `ids`, those that are live in PostgreSQL; absent and finished jobs are left out.
 ///
 /// # Errors
