@@ -7,6 +7,17 @@ use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
 
 use super::{QueueError, RedisQueue};
 
+/// Most time to connect to pub/sub, or to subscribe to more channels.
+pub(super) const PUBSUB_SETUP: Duration = Duration::from_secs(5);
+
+pub(super) fn timed_out(what: &str) -> QueueError {
+    QueueError::Redis(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "timed out",
+        what.to_owned(),
+    )))
+}
+
 /// A worker's own connection to wait for work on ([`RedisQueue::waiter`]).
 pub struct Waiter(pub(super) WaiterInner);
 
@@ -31,8 +42,15 @@ impl RedisQueue {
     /// Redis unreachable.
     pub async fn waiter(&self) -> Result<Waiter, QueueError> {
         if self.is_cluster() {
-            let mut pubsub = self.client().get_async_pubsub().await?;
-            pubsub.subscribe(self.keys.queues_signal()).await?;
+            // A pub/sub connection has no response timeout of its own: bound its setup.
+            let connect = async {
+                let mut pubsub = self.client().get_async_pubsub().await?;
+                pubsub.subscribe(self.keys.queues_signal()).await?;
+                Ok::<_, QueueError>(pubsub)
+            };
+            let pubsub = tokio::time::timeout(PUBSUB_SETUP, connect)
+                .await
+                .map_err(|_| timed_out("connecting to pub/sub"))??;
             return Ok(Waiter(WaiterInner::Listening {
                 pubsub: Box::new(pubsub),
                 channels: HashSet::new(),

@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 
 use super::{
     QueueError, QueueKeys, REGISTER_EVERY, RedisQueue,
-    connection::{Waiter, WaiterInner},
+    connection::{PUBSUB_SETUP, Waiter, WaiterInner, timed_out},
     parse_count, parse_id, parse_token,
     types::{
         Cancelled, Completion, Dispatch, Ending, Fetched, Leased, Reaped, Token, Unreadable, Wake,
@@ -233,7 +233,9 @@ impl RedisQueue {
                 for queue in queues {
                     let channel = self.keys.queue(queue).signal;
                     if !channels.contains(&channel) {
-                        pubsub.subscribe(&channel).await?;
+                        tokio::time::timeout(PUBSUB_SETUP, pubsub.subscribe(&channel))
+                            .await
+                            .map_err(|_| timed_out("subscribing to a queue's channel"))??;
                         channels.insert(channel);
                         added = true;
                     }
