@@ -98,8 +98,8 @@ impl Reconciler {
     async fn check_cluster(&self) -> Result<Option<Reconciled>, MaintenanceError> {
         let mut stale = Vec::new();
         for queue in self.watched_queues().await? {
-            let run_id = self.queue.run_id_of(&queue).await?;
-            if self.queue.marker_of(&queue).await?.as_deref() != Some(run_id.as_str()) {
+            let (marker, run_id) = self.queue.marker_of(&queue).await?;
+            if marker.as_deref() != Some(run_id.as_str()) {
                 stale.push((queue, run_id));
             }
         }

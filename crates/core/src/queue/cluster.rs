@@ -17,14 +17,9 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    IntoConnectionInfo,
-    cluster::ClusterClientBuilder,
-    cluster_async::ClusterConnection,
-    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
-};
+use redis::{IntoConnectionInfo, cluster::ClusterClientBuilder, cluster_async::ClusterConnection};
 
-use super::{Backend, QueueError, RedisQueue};
+use super::{QueueError, RedisQueue};
 use crate::{domain::QueueName, settings::RedisSettings};
 
 /// A Redis Cluster: one connection that routes each command to its slot's master (and
@@ -116,32 +111,27 @@ impl Cluster {
 }
 
 impl RedisQueue {
-    /// The `run_id` of the master that holds `queue` (on a single Redis, the Redis's).
+    /// The `run_id` under which `queue` was last reconciled (if its master still has it),
+    /// and the `run_id` of the master holding `queue` now, read in one script on that
+    /// master. Two commands (`GET`, then `INFO` routed to the slot) could be answered by
+    /// two nodes while a failover is being learnt, and a healthy queue look moved.
     ///
     /// # Errors
     /// Redis unreachable.
-    pub async fn run_id_of(&self, queue: &QueueName) -> Result<String, QueueError> {
-        let Backend::Cluster(cluster) = &self.backend else {
-            return self.run_id().await;
-        };
-        let mut info = redis::cmd("INFO");
-        info.arg("server");
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
-            self.keys.queue(queue).marker.as_bytes(),
-            SlotAddr::Master,
-        )));
-        let reply = cluster.conn().route_command(info, route).await?;
-        let info: String = redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
-        super::reconcile::run_id_in(&info)
-    }
-
-    /// The `run_id` under which `queue` was last reconciled, if its master still has it.
-    ///
-    /// # Errors
-    /// Redis unreachable.
-    pub async fn marker_of(&self, queue: &QueueName) -> Result<Option<String>, QueueError> {
-        use redis::AsyncCommands;
-        Ok(self.conn().get(self.keys.queue(queue).marker).await?)
+    pub async fn marker_of(
+        &self,
+        queue: &QueueName,
+    ) -> Result<(Option<String>, String), QueueError> {
+        let mut conn = self.conn();
+        let (marker, run_id): (Option<String>, Option<String>) = self
+            .scripts()
+            .marker
+            .key(self.keys.queue(queue).marker)
+            .invoke_async(&mut conn)
+            .await?;
+        let run_id =
+            run_id.ok_or_else(|| QueueError::Corrupt("INFO server has no run_id".into()))?;
+        Ok((marker, run_id))
     }
 
     /// Records that `queue` was reconciled under its master's `run_id`.

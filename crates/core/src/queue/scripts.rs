@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub journal_ack: Script,
     pub lock_extend: Script,
     pub lock_release: Script,
+    pub marker: Script,
 }
 
 fn load(cluster: bool, body: &str) -> Script {
@@ -55,6 +56,7 @@ impl Scripts {
             journal_ack: load(include_str!("../../lua/journal_ack.lua")),
             lock_extend: load(include_str!("../../lua/lock_extend.lua")),
             lock_release: load(include_str!("../../lua/lock_release.lua")),
+            marker: load(include_str!("../../lua/marker.lua")),
         }
     }
 }
