@@ -271,8 +271,17 @@ async fn a_key_at_its_limit_never_holds_back_another_keys_jobs() {
     assert_eq!(last["state"], "queued", "{last}");
     assert_eq!(last["attempts"], 0, "{last}");
     assert_eq!(last["flow_key"], "key-a");
-    let (_, key) = app.get("/v1/flow-keys/key-a").await;
-    assert_eq!(key["in_flight"], 1, "{key}");
+    // Between one of A's calls ending and the next starting, none is in flight: wait for
+    // the next rather than read the instant.
+    let key = wait_until(
+        "A's next call in flight",
+        Duration::from_secs(10),
+        || async {
+            let (_, key) = app.get("/v1/flow-keys/key-a").await;
+            (key["in_flight"] == 1).then_some(key)
+        },
+    )
+    .await;
     assert!(key["held"].as_u64().unwrap() > 0, "{key}");
     assert_eq!(target.max_concurrent("/a"), 1);
     println!("B's 100 jobs finished while A had {a_done} of 500 done");
