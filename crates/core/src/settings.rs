@@ -148,6 +148,9 @@ pub struct RetentionSettings {
     pub dead_hours: u64,
     /// How often the API deletes what is past its time.
     pub sweep_interval_ms: u64,
+    /// Days of partitions made ahead of today (one partition of `jobs` and one of
+    /// `job_executions` per UTC day).
+    pub partition_ahead_days: u64,
 }
 
 /// Who may use the `/v1` API, and how fast.
@@ -286,6 +289,7 @@ metrics_port = 9464
 succeeded_hours = 168
 dead_hours = 720
 sweep_interval_ms = 60_000
+partition_ahead_days = 3
 
 [telemetry]
 format = "json"
@@ -650,6 +654,17 @@ impl Settings {
             self.retention.sweep_interval_ms,
             100,
         )?;
+        at_least(
+            "retention.partition_ahead_days",
+            self.retention.partition_ahead_days,
+            1,
+        )?;
+        if self.retention.partition_ahead_days > 366 {
+            return Err(BadSetting::new(
+                "retention.partition_ahead_days",
+                "is above 366; a partition a day is made that far ahead",
+            ));
+        }
         at_least(
             "outbound.max_response_bytes",
             self.outbound.max_response_bytes as u64,

@@ -476,53 +476,6 @@ async fn the_openapi_document_describes_every_route() {
     assert!(doc["components"]["schemas"]["JobRequest"].is_object());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn finished_jobs_are_deleted_after_their_retention() {
-    let env = TestEnv::new().await;
-    // The API sweeps on its own too, once as it starts: with retention it never reaches,
-    // so that the sweep below is the one that deletes.
-    let mut app_settings = env.settings.clone();
-    app_settings.retention.succeeded_hours = 1_000_000;
-    app_settings.retention.dead_hours = 1_000_000;
-    let app = TestApp::spawn(app_settings).await;
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        ids.push(app.submit(job("http://127.0.0.1:9/")).await);
-    }
-    // succeeded 8 days ago, succeeded 6 days ago, dead 31 days ago, dead 29 days ago, live.
-    for (id, state, days) in [
-        (&ids[0], "succeeded", 8),
-        (&ids[1], "succeeded", 6),
-        (&ids[2], "dead", 31),
-        (&ids[3], "cancelled", 29),
-    ] {
-        sqlx::query("UPDATE jobs SET state = $2::job_state, finished_at = now() - make_interval(days => $3) WHERE id = $1::uuid")
-            .bind(id)
-            .bind(state)
-            .bind(days)
-            .execute(&env.db)
-            .await
-            .unwrap();
-    }
-    let maintenance = courier_core::maintenance::Maintenance {
-        db: env.db.clone(),
-        queue: courier_core::queue::RedisQueue::new(&env.settings.redis).unwrap(),
-        settings: std::sync::Arc::new(env.settings.clone()),
-        secrets: std::sync::Arc::new(
-            courier_core::crypto::SecretBox::from_settings(&env.settings.secrets).unwrap(),
-        ),
-    };
-    assert_eq!(maintenance.retention().sweep_expired().await.unwrap(), 2);
-    let left: Vec<String> = sqlx::query_scalar("SELECT id::text FROM jobs ORDER BY id")
-        .fetch_all(&env.db)
-        .await
-        .unwrap();
-    assert_eq!(left, [ids[1].clone(), ids[3].clone(), ids[4].clone()]);
-    let (status, _) = app.get(&format!("/v1/jobs/{}", ids[0])).await;
-    assert_eq!(status, 404);
-}
-
-/// Every limit has a setting, and going over it is a clear 413 or 422 that stores nothing.
 #[tokio::test]
 async fn each_limit_follows_its_setting_with_a_clear_problem() {
     let env = TestEnv::new().await;

@@ -65,15 +65,21 @@ pub async fn insert_jobs(
     // The jobs also enter the dispatch outbox, in the same statement, so a job is never
     // committed without a record that it still has to reach Redis.
     let inserted = sqlx::query_scalar!(
-        r#"WITH inserted AS (
-               INSERT INTO jobs (id, queue, state, priority, spec, labels, max_attempts, run_at, idempotency_key,
-                                 request_hash, created_at, updated_at, callback_of)
-               SELECT id, queue, state, priority, spec::json, labels::jsonb, max_attempts, run_at, key, hash, $12, $12,
-                      parent
-               FROM UNNEST($1::uuid[], $2::text[], $3::job_state[], $4::int2[], $5::text[], $6::text[], $7::int4[],
-                           $8::timestamptz[], $9::text[], $10::bytea[], $13::uuid[])
+        r#"WITH t AS (
+               SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::job_state[], $4::int2[], $5::text[], $6::text[],
+                                    $7::int4[], $8::timestamptz[], $9::text[], $10::bytea[], $13::uuid[])
                     AS t(id, queue, state, priority, spec, labels, max_attempts, run_at, key, hash, parent)
-               ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+           ), keyed AS (
+               -- A key taken before, or earlier in this call, is not inserted again.
+               INSERT INTO idempotency_keys (key, job_id, request_hash, created_at)
+               SELECT key, id, hash, $12 FROM t WHERE key IS NOT NULL
+               ON CONFLICT (key) DO NOTHING
+               RETURNING job_id
+           ), inserted AS (
+               INSERT INTO jobs (id, queue, state, priority, spec, labels, max_attempts, run_at, created_at,
+                                 updated_at, callback_of)
+               SELECT id, queue, state, priority, spec::json, labels::jsonb, max_attempts, run_at, $12, $12, parent
+               FROM t WHERE key IS NULL OR id IN (SELECT job_id FROM keyed)
                RETURNING id
            ), outbox AS (
                INSERT INTO job_dispatch_batches (id, job_ids)
@@ -108,7 +114,7 @@ pub async fn find_by_idempotency_key(
     key: &str,
 ) -> Result<Option<(JobId, Vec<u8>)>, RepoError> {
     let row = sqlx::query!(
-        r#"SELECT id AS "id: JobId", request_hash AS "hash!" FROM jobs WHERE idempotency_key = $1"#,
+        r#"SELECT job_id AS "id: JobId", request_hash AS "hash!" FROM idempotency_keys WHERE key = $1"#,
         key
     )
     .fetch_optional(db)

@@ -8,7 +8,8 @@
 //! - [`queue_counts`]: depth per queue;
 //! - [`schedules`]: schedules and their runs;
 //! - [`flow`]: queue settings and flow keys (flow control);
-//! - [`upkeep`]: the queries of reconciliation, recovery and retention;
+//! - [`upkeep`]: the queries of reconciliation and recovery;
+//! - [`partitions`]: the day partitions of jobs and executions, and retention's removals;
 //! - [`keys`]: API keys; [`sessions`]: the dashboard's sign-in sessions;
 //! - [`bulk`]: bulk retry and cancel; [`audit`]: the log of changes;
 //! - [`throughput`]: jobs per minute over the last hour.
@@ -21,6 +22,7 @@ pub mod flow;
 mod history;
 mod jobs;
 pub mod keys;
+pub mod partitions;
 mod queue_counts;
 mod rows;
 pub mod schedules;

@@ -1,7 +1,6 @@
 //! The queries of Courier's upkeep: live jobs to reconcile with Redis, running jobs whose
-//! result was lost, and finished jobs past their retention.
+//! result was lost. Retention's are in [`super::partitions`].
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, types::Json};
 use uuid::Uuid;
 
@@ -109,39 +108,4 @@ pub async fn stuck_running(
     )
     .fetch_all(db)
     .await?)
-}
-
-/// Deletes up to `limit` finished jobs (and their executions) past their retention:
-/// succeeded ones finished before `succeeded_before`, dead and cancelled ones before
-/// `dead_before`. Returns how many were deleted.
-///
-/// # Errors
-/// PostgreSQL unreachable.
-pub async fn delete_expired(
-    db: impl PgExecutor<'_>,
-    succeeded_before: DateTime<Utc>,
-    dead_before: DateTime<Utc>,
-    limit: i64,
-) -> Result<u64, RepoError> {
-    let done = sqlx::query!(
-        r#"WITH gone AS (
-               DELETE FROM jobs WHERE id IN (
-                   SELECT id FROM jobs
-                   WHERE finished_at IS NOT NULL
-                     AND finished_at < GREATEST($1::timestamptz, $2::timestamptz)
-                     AND ((state = 'succeeded' AND finished_at < $1) OR (state IN ('dead', 'cancelled') AND finished_at < $2))
-                   LIMIT $3
-                   FOR UPDATE SKIP LOCKED)
-               RETURNING id
-           ), executions AS (
-               DELETE FROM job_executions WHERE job_id IN (SELECT id FROM gone)
-           )
-           SELECT count(*) AS "n!" FROM gone"#,
-        succeeded_before,
-        dead_before,
-        limit
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(done.n as u64)
 }
