@@ -7,6 +7,7 @@ mod clock;
 mod load;
 mod progress;
 mod report;
+mod retention;
 mod scenarios;
 mod systems;
 mod target;

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Every scenario, in the order they run.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     "enqueue",
     "enqueue-batch",
     "drain",
@@ -28,6 +28,7 @@ pub const ALL: [&str; 12] = [
     "worker-kill",
     "schedules",
     "bulk-retry",
+    "retention",
 ];
 
 /// Queues of `drain-cluster`.
@@ -66,6 +67,8 @@ pub struct Size {
     pub schedule_secs: f64,
     /// Dead jobs that `bulk-retry` puts back in one request.
     pub bulk_jobs: u64,
+    /// Expired jobs that `retention` removes, by partition drop and row by row.
+    pub retention_jobs: u64,
 }
 
 impl Size {
@@ -90,6 +93,7 @@ impl Size {
             schedules: 1000,
             schedule_secs: 60.0,
             bulk_jobs: 100_000,
+            retention_jobs: 5_000_000,
         }
     }
 
@@ -130,6 +134,7 @@ impl Size {
             schedules: 10,
             schedule_secs: 2.0,
             bulk_jobs: 200,
+            retention_jobs: 2_000,
         }
     }
 }
@@ -157,11 +162,12 @@ impl Bench<'_> {
             "worker-kill" => self.worker_kill(d).await,
             "schedules" => self.schedules(d).await,
             "bulk-retry" => self.bulk_retry(d).await,
+            "retention" => self.retention(d).await,
             other => anyhow::bail!("no scenario {other:?}"),
         }
     }
 
-    fn single(&self, system: System, path: &str) -> MakeRequest {
+    pub(crate) fn single(&self, system: System, path: &str) -> MakeRequest {
         let url = self.target.url(path);
         Arc::new(move |_| system.single(&system.job(&url, None, None)))
     }

@@ -634,6 +634,10 @@ fn courier_env(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("COURIER__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY),
         // Two workers run side by side in `worker-kill`: each its own metrics port.
         ("COURIER__WORKER__METRICS_PORT", "0"),
+        // `retention` removes expired jobs itself, timed: the API's own sweep keeps
+        // everything, so it never races it (nor drops the empty days made for it).
+        ("COURIER__RETENTION__SUCCEEDED_HOURS", "1000000"),
+        ("COURIER__RETENTION__DEAD_HOURS", "1000000"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
