@@ -97,7 +97,15 @@ impl Reconciler {
     /// data), so a failover re-dispatches only what the failed master held.
     async fn check_cluster(&self) -> Result<Option<Reconciled>, MaintenanceError> {
         let mut stale = Vec::new();
-        for queue in self.watched_queues().await? {
+        let watched = self.watched_queues().await?;
+        let missing = self.queue.ensure_registered(&watched).await?;
+        if missing > 0 {
+            tracing::warn!(
+                queues = missing,
+                "the queue set lost queues that have live jobs (its master lost its data); put them back"
+            );
+        }
+        for queue in watched {
             let (marker, run_id) = self.queue.marker_of(&queue).await?;
             if marker.as_deref() != Some(run_id.as_str()) {
                 stale.push((queue, run_id));

@@ -96,6 +96,26 @@ impl RedisQueue {
         Ok(())
     }
 
+    /// Puts back into the queue set those of `queues` it lacks, and wakes idle workers
+    /// when there were any; returns how many. On a Redis Cluster the set lives on one
+    /// master: when that master loses its data, the queues of the other masters would
+    /// otherwise stay unknown to workers until each gets a new job.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn ensure_registered(&self, queues: &[QueueName]) -> Result<usize, QueueError> {
+        if queues.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn();
+        let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
+        let added: usize = conn.sadd(self.keys.queues(), names).await?;
+        if added > 0 && self.is_cluster() {
+            let _: i64 = conn.publish(self.keys.queues_signal(), "1").await?;
+        }
+        Ok(added)
+    }
+
     /// Forgets which queues this process registered and mirrored, so the next enqueue
     /// registers and mirrors them again (after Redis lost its data).
     pub fn forget_registrations(&self) {
