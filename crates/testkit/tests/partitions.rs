@@ -106,6 +106,16 @@ async fn count(db: &PgPool, sql: &str, id: Uuid) -> i64 {
         .unwrap()
 }
 
+/// The `jobs` partitions there are.
+async fn day_tables(db: &PgPool) -> Vec<String> {
+    partitions::list(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.jobs)
+        .collect()
+}
+
 fn day_name(day: NaiveDate) -> String {
     format!("jobs_p{}", day.format("%Y%m%d"))
 }
@@ -234,12 +244,7 @@ async fn retention_drops_a_day_only_when_all_of_it_has_expired() {
         "{swept:?}"
     );
     let day = |d: u64| day_name(now.date_naive() - chrono::Days::new(d));
-    let tables: Vec<String> = partitions::list(&env.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.jobs)
-        .collect();
+    let tables = day_tables(&env.db).await;
     assert!(!tables.contains(&day(20)), "{tables:?}");
     assert!(
         tables.contains(&day(15)) && tables.contains(&day(12)),
@@ -309,12 +314,7 @@ async fn retention_drops_a_day_only_when_all_of_it_has_expired() {
     // 17 days on, the dead job of day 15 is past its 30 days: that day is dropped; day
     // 12 keeps its live job.
     retention.sweep(now + DAY * 17).await.unwrap();
-    let tables: Vec<String> = partitions::list(&env.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.jobs)
-        .collect();
+    let tables = day_tables(&env.db).await;
     assert!(!tables.contains(&day(15)), "{tables:?}");
     assert!(tables.contains(&day(12)), "{tables:?}");
     assert!(partition_of(&env.db, live_12).await.is_some());

@@ -54,7 +54,7 @@ impl Cluster {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if nodes.is_empty() {
-            return Err(QueueError::Corrupt(
+            return Err(QueueError::Settings(
                 "redis.cluster is set but redis.nodes is empty".into(),
             ));
         }
@@ -82,7 +82,7 @@ impl Cluster {
         }
         let client = builder.build()?;
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(QueueError::Corrupt(
+            return Err(QueueError::Settings(
                 "a Redis Cluster connection needs a Tokio runtime".into(),
             ));
         }

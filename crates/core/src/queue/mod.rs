@@ -47,6 +47,10 @@ pub enum QueueError {
     Redis(#[from] redis::RedisError),
     #[error("redis answered something Courier did not write: {0}")]
     Corrupt(String),
+    /// The Redis settings cannot make a connection (settings validation catches these
+    /// first; a caller building a queue by hand may not have run it).
+    #[error("redis settings: {0}")]
+    Settings(String),
 }
 
 /// Where commands go: the Redis (with Sentinel, the master of the moment), and
