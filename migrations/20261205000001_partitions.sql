@@ -35,8 +35,9 @@ INSERT INTO idempotency_keys (key, job_id, request_hash, created_at)
     SELECT idempotency_key, id, request_hash, created_at FROM jobs WHERE idempotency_key IS NOT NULL;
 ALTER TABLE jobs DROP COLUMN idempotency_key, DROP COLUMN request_hash;
 
--- Identity columns cannot be declared on a partitioned table before PostgreSQL 17: an
--- execution's id comes from a sequence of its own.
+-- Before PostgreSQL 17 an identity column of a partitioned table gives no value to a row
+-- written straight into a partition: an execution's id comes from a sequence of its
+-- own, the default of every partition too.
 ALTER TABLE job_executions ALTER COLUMN id DROP IDENTITY;
 CREATE SEQUENCE job_executions_id_seq;
 ALTER TABLE job_executions ALTER COLUMN id SET DEFAULT nextval('job_executions_id_seq');
