@@ -106,6 +106,26 @@ async fn count(db: &PgPool, sql: &str, id: Uuid) -> i64 {
         .unwrap()
 }
 
+/// What is left of job `id`: whether the job is there, its idempotency keys and its
+/// executions.
+async fn traces(db: &PgPool, id: Uuid) -> (bool, i64, i64) {
+    (
+        partition_of(db, id).await.is_some(),
+        count(
+            db,
+            "SELECT count(*) FROM idempotency_keys WHERE job_id = $1",
+            id,
+        )
+        .await,
+        count(
+            db,
+            "SELECT count(*) FROM job_executions WHERE job_id = $1",
+            id,
+        )
+        .await,
+    )
+}
+
 /// The `jobs` partitions there are.
 async fn day_tables(db: &PgPool) -> Vec<String> {
     partitions::list(db)
@@ -251,49 +271,10 @@ async fn retention_drops_a_day_only_when_all_of_it_has_expired() {
         "{tables:?}"
     );
     for id in gone.iter().chain([&expired_15, &expired_12, &stray]) {
-        assert_eq!(partition_of(&env.db, *id).await, None);
-        assert_eq!(
-            count(
-                &env.db,
-                "SELECT count(*) FROM idempotency_keys WHERE job_id = $1",
-                *id
-            )
-            .await,
-            0
-        );
-        assert_eq!(
-            count(
-                &env.db,
-                "SELECT count(*) FROM job_executions WHERE job_id = $1",
-                *id
-            )
-            .await,
-            0
-        );
+        assert_eq!(traces(&env.db, *id).await, (false, 0, 0), "{id} was kept");
     }
     for id in [dead_15, live_12, edge] {
-        assert!(
-            partition_of(&env.db, id).await.is_some(),
-            "{id} was removed"
-        );
-        assert_eq!(
-            count(
-                &env.db,
-                "SELECT count(*) FROM idempotency_keys WHERE job_id = $1",
-                id
-            )
-            .await,
-            1
-        );
-        assert_eq!(
-            count(
-                &env.db,
-                "SELECT count(*) FROM job_executions WHERE job_id = $1",
-                id
-            )
-            .await,
-            1
-        );
+        assert_eq!(traces(&env.db, id).await, (true, 1, 1), "{id} was removed");
         let job = app.job(&id.to_string()).await;
         assert_eq!(job["id"], id.to_string());
     }
