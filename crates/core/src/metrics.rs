@@ -34,6 +34,9 @@ pub fn install() -> PrometheusHandle {
             describe();
             // Shown from the start, at 0, rather than from its first increment.
             counter!("courier_history_rejects_total").increment(0);
+            for reason in ["reconcile", "missing", "stuck"] {
+                counter!("courier_jobs_redispatched_total", "reason" => reason).increment(0);
+            }
             handle
         })
         .clone()
@@ -59,6 +62,10 @@ fn describe() {
     describe_counter!(
         "courier_schedule_occurrences_total",
         "Schedule occurrences, by the queue of their job and outcome (fired or skipped)."
+    );
+    describe_counter!(
+        "courier_jobs_redispatched_total",
+        "Jobs dispatched again after Redis lost them, by how the loss was found (reconcile, missing, stuck)."
     );
     describe_counter!(
         "courier_history_rejects_total",
@@ -141,6 +148,13 @@ pub fn occurrence(queue: &str, fired: bool, late_seconds: Option<f64>) {
 }
 
 /// History records refused for good.
+/// Jobs dispatched again after Redis lost them, by how the loss was found: `reconcile`
+/// (a loss of Redis data seen by the marker), `missing` (a waiting job Redis lacked),
+/// `stuck` (a running job whose result never arrived).
+pub fn redispatched(reason: &'static str, n: u64) {
+    counter!("courier_jobs_redispatched_total", "reason" => reason).increment(n);
+}
+
 pub fn history_rejects(n: u64) {
     counter!("courier_history_rejects_total").increment(n);
 }

@@ -95,6 +95,10 @@ pub struct RedisSettings {
     pub cluster: bool,
     /// Seed node URLs of the cluster, with `cluster = true`.
     pub nodes: Vec<String>,
+    /// How often a waiting job that PostgreSQL holds and Redis lacks is looked for and
+    /// dispatched again (`maintenance::missing`), by one process at a time; 0 turns the
+    /// check off.
+    pub missing_check_ms: u64,
 }
 
 /// Bounds on what a job may ask for.
@@ -265,6 +269,7 @@ sentinels = []
 sentinel_master = "courier"
 cluster = false
 nodes = []
+missing_check_ms = 3000
 
 [jobs]
 max_timeout_ms = 900_000
@@ -620,6 +625,9 @@ impl Settings {
             100,
         )?;
         at_least("redis.pool_size", self.redis.pool_size as u64, 1)?;
+        if self.redis.missing_check_ms != 0 {
+            at_least("redis.missing_check_ms", self.redis.missing_check_ms, 100)?;
+        }
         at_least(
             "redis.command_timeout_ms",
             self.redis.command_timeout_ms,

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use courier_core::queue::Marker;
 use courier_testkit::{
     ChildProcess, PgCluster, RedisServer, Reply, Target, TestApp, TestEnv, WorkerHandle, wait_until,
 };
@@ -541,5 +542,189 @@ async fn a_rolling_restart_of_the_api_loses_no_request() {
         env.count_jobs(None).await,
         1200,
         "every request stored once"
+    );
+}
+
+/// How many fields the hash `key` holds.
+async fn hlen(redis: &RedisServer, key: &str) -> usize {
+    match redis.command(&["HLEN", key]).await {
+        redis::Value::Int(n) => n as usize,
+        other => panic!("HLEN answered {other:?}"),
+    }
+}
+
+/// Issue 25: a loss of Redis data that lands while a reconciliation runs. Redis restarts
+/// (its `run_id` changes, its data survives in the AOF), an API process starts to
+/// reconcile 30,000 live jobs, and Redis is wiped while it reads them. Before the fix the
+/// reconciliation settled the marker under the same `run_id` when it ended, and every
+/// job it had already seen in Redis stayed lost for good. The missing-job check is off:
+/// the reconciliation alone must put every job back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flushall_while_a_reconciliation_runs_strands_no_job() {
+    const JOBS: usize = 30_000;
+    let mut redis = RedisServer::start(true, &[]).await;
+    let env = TestEnv::on(&courier_testkit_admin(), &redis.url()).await;
+    let vars = env.process_env_with(&[
+        ("COURIER__SERVER__PORT", "0"),
+        ("COURIER__REDIS__MISSING_CHECK_MS", "0"),
+    ]);
+    let api = ChildProcess::spawn("courier-api", &["serve"], &vars);
+    let base = format!("http://127.0.0.1:{}", api.api_port().await);
+    let client = env.client();
+    // Due in an hour: live in PostgreSQL and in Redis's scheduled set, never called.
+    for start in (0..JOBS).step_by(1000) {
+        let jobs: Vec<Value> = (start..start + 1000)
+            .map(|i| json!({"target": {"url": format!("http://127.0.0.1:9/{i}")}, "delay_ms": 3_600_000}))
+            .collect();
+        let response = client
+            .post(format!("{base}/v1/jobs/batch"))
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let jobs_key = format!("{}:{{default}}:jobs", env.settings.redis.prefix);
+    wait_until("every job in redis", Duration::from_secs(60), || async {
+        (hlen(&redis, &jobs_key).await == JOBS).then_some(())
+    })
+    .await;
+    let queue = courier_core::queue::RedisQueue::new(&env.settings.redis).unwrap();
+    let marker = || async { queue.marker(Marker::All).await.ok() };
+    wait_until(
+        "the first reconciliation",
+        Duration::from_secs(20),
+        || async { marker().await.filter(|m| m.is_settled()).map(|_| ()) },
+    )
+    .await;
+
+    // A restart: a new run_id, the data kept. A reconciliation starts within a second.
+    redis.restart().await;
+    wait_until(
+        "a reconciliation to start",
+        Duration::from_secs(20),
+        || async { marker().await.filter(|m| m.is_claimed()).map(|_| ()) },
+    )
+    .await;
+    // Into its reading: it has asked Redis about 10 pages of 1,000 jobs (one script
+    // call each) of the 30, and found them there.
+    let scripts_run = || async {
+        let redis::Value::BulkString(info) = redis.command(&["INFO", "commandstats"]).await else {
+            panic!("INFO answers a bulk string")
+        };
+        let info = String::from_utf8(info).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|l| l.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let claimed_at = scripts_run().await;
+    wait_until(
+        "the reconciliation to read 10 pages",
+        Duration::from_secs(20),
+        || async { (scripts_run().await >= claimed_at + 10).then_some(()) },
+    )
+    .await;
+    redis.command(&["FLUSHALL"]).await;
+    let wiped = Instant::now();
+    assert!(
+        !marker().await.is_some_and(|m| m.is_settled()),
+        "the wipe came after the reconciliation had ended"
+    );
+
+    wait_until(
+        "every job back in redis",
+        Duration::from_secs(60),
+        || async {
+            let settled = marker().await.is_some_and(|m| m.is_settled());
+            (settled && hlen(&redis, &jobs_key).await == JOBS).then_some(())
+        },
+    )
+    .await;
+    eprintln!("every job was back {:?} after the wipe", wiped.elapsed());
+    let live: i64 = env.count_jobs(Some("scheduled")).await;
+    assert_eq!(live, JOBS as i64);
+    assert_eq!(
+        hlen(&redis, &jobs_key).await,
+        JOBS,
+        "stranded: live in PostgreSQL, not in Redis"
+    );
+    // The wipe landed inside the reconciliation, and was seen there.
+    wait_until(
+        "the reconciliation to say so",
+        Duration::from_secs(10),
+        || async {
+            api.output()
+                .contains("redis lost data again while it was being reconciled")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The last net (issue 25): waiting jobs that Redis lacks although no marker shows a
+/// loss (keys deleted by hand, say) are dispatched again within seconds, and each is
+/// called once. Half of those deleted sit at the head of the queue, half deep in a
+/// backlog of a lower priority, which only the walk over every waiting job reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_jobs_redis_lacks_without_a_marker_showing_it_are_dispatched_again() {
+    let redis = RedisServer::start(false, &[]).await;
+    let env = TestEnv::on(&courier_testkit_admin(), &redis.url()).await;
+    let target = Target::start().await;
+    let mut settings = env.settings.clone();
+    settings.redis.missing_check_ms = 500;
+    let app = TestApp::spawn(settings.clone()).await;
+    let mut ids = app
+        .submit_many(1500, |i| {
+            json!({"queue": "net", "target": {"url": target.url(&format!("/net/{i}"))}, "priority": 5})
+        })
+        .await;
+    ids.extend(
+        app.submit_many(1500, |i| {
+            json!({"queue": "net", "target": {"url": target.url(&format!("/low/{i}"))}, "priority": 0})
+        })
+        .await,
+    );
+    let prefix = &env.settings.redis.prefix;
+    let jobs_key = format!("{prefix}:{{net}}:jobs");
+    let queued_key = format!("{prefix}:{{net}}:queued");
+    wait_until("every job in redis", Duration::from_secs(30), || async {
+        (hlen(&redis, &jobs_key).await == 3000).then_some(())
+    })
+    .await;
+    // 50 at the head of the queue, and 50 among the last of the low-priority backlog.
+    let lost: Vec<&String> = ids[..50].iter().chain(&ids[2900..2950]).collect();
+    for id in &lost {
+        redis.command(&["HDEL", &jobs_key, id]).await;
+        redis.command(&["ZREM", &queued_key, id]).await;
+    }
+    assert_eq!(hlen(&redis, &jobs_key).await, 2900);
+    let deleted = Instant::now();
+    wait_until(
+        "the lost jobs back in redis",
+        Duration::from_secs(60),
+        || async { (hlen(&redis, &jobs_key).await == 3000).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "100 lost jobs were back in redis {:?} after",
+        deleted.elapsed()
+    );
+
+    let _worker = WorkerHandle::spawn(settings).await;
+    let states = wait_all_terminal(&env, &ids, Duration::from_secs(120)).await;
+    assert!(states.values().all(|s| s == "succeeded"));
+    let mut calls: HashMap<String, usize> = HashMap::new();
+    for received in target.received() {
+        *calls.entry(received.job_id().unwrap()).or_default() += 1;
+    }
+    assert_eq!(calls.len(), 3000, "every job was called");
+    let twice: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "called more than once: {twice:?}");
+    // This process's API made the passes: its counter says what the net put back.
+    let metrics = courier_core::metrics::render();
+    assert!(
+        metrics.contains("courier_jobs_redispatched_total{reason=\"missing\"} 100\n"),
+        "{metrics}"
     );
 }

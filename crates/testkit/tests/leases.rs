@@ -148,7 +148,13 @@ async fn killed_after_ending(
     courier_testkit::wait_until(
         "the start-up reconciliation",
         Duration::from_secs(20),
-        || async { queue.marker().await.unwrap().map(|_| ()) },
+        || async {
+            let marker = queue
+                .marker(courier_core::queue::Marker::All)
+                .await
+                .unwrap();
+            marker.is_settled().then_some(())
+        },
     )
     .await;
     let default = courier_core::QueueName::default();

@@ -9,12 +9,15 @@
 //!   holds that PostgreSQL has finished;
 //! - [`flow`]: mirrors flow control (queue pauses and limits, flow keys) from
 //!   PostgreSQL into Redis, putting back what Redis lost;
+//! - [`missing`]: the last net: a job PostgreSQL holds as waiting for a worker and
+//!   Redis lacks, whatever the cause, is dispatched again within seconds;
 //! - [`recovery`]: replays journal entries whose worker died before recording them, and
 //!   runs again jobs whose result never reached PostgreSQL;
 //! - [`retention`]: deletes finished jobs past their time (API only).
 
 pub mod dispatch;
 pub mod flow;
+pub mod missing;
 pub mod reconcile;
 pub mod recovery;
 pub mod retention;
@@ -27,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use dispatch::Dispatcher;
 pub use flow::FlowMirror;
+pub use missing::MissingCheck;
 pub use reconcile::{Reconciled, Reconciler};
 pub use recovery::Recovery;
 pub use retention::Retention;
@@ -85,6 +89,19 @@ impl Maintenance {
         )
     }
 
+    /// The missing-job check; `None` when `redis.missing_check_ms` turns it off.
+    pub fn missing_check(&self) -> Option<MissingCheck> {
+        let every = self.settings.redis.missing_check_ms;
+        (every > 0).then(|| {
+            MissingCheck::new(
+                self.db.clone(),
+                self.queue.clone(),
+                self.recovery(),
+                Duration::from_millis(every),
+            )
+        })
+    }
+
     pub fn flow(&self) -> FlowMirror {
         FlowMirror::new(self.db.clone(), self.queue.clone())
     }
@@ -93,8 +110,8 @@ impl Maintenance {
         Retention::new(self.db.clone(), self.settings.retention.clone())
     }
 
-    /// Starts the dispatcher, reconciler, recovery and flow-control mirror loops (and retention when
-    /// `retention`); they run until `stop`.
+    /// Starts the dispatcher, reconciler, missing-job check, recovery and flow-control
+    /// mirror loops (and retention when `retention`); they run until `stop`.
     pub fn spawn(&self, stop: &CancellationToken, retention: bool) -> Vec<JoinHandle<()>> {
         let every = Duration::from_millis(self.settings.server.dispatch_interval_ms);
         let mut tasks = vec![
@@ -103,6 +120,9 @@ impl Maintenance {
             tokio::spawn(self.recovery().run(stop.clone())),
             tokio::spawn(self.flow().run(stop.clone())),
         ];
+        if let Some(check) = self.missing_check() {
+            tasks.push(tokio::spawn(check.run(stop.clone())));
+        }
         if retention {
             tasks.push(tokio::spawn(self.retention().run(stop.clone())));
         }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{FlowMirror, MaintenanceError, Recovery};
 use crate::{
     QueueName,
-    queue::{Cancelled, RedisQueue, ScanCursor},
+    queue::{Cancelled, Lock, Marker, MarkerState, RedisQueue, ScanCursor},
     repo,
 };
 
@@ -29,6 +29,26 @@ pub struct Reconciled {
     pub redispatched: usize,
     /// Jobs Redis still held that PostgreSQL has finished (or deleted), removed.
     pub removed: usize,
+}
+
+impl Reconciled {
+    /// A warning when Redis had lost jobs (or kept finished ones); a fresh Redis that
+    /// lacked nothing is only noted.
+    fn log(&self, queues: Option<usize>) {
+        if self.redispatched > 0 || self.removed > 0 {
+            tracing::warn!(
+                queues,
+                redispatched = self.redispatched,
+                removed = self.removed,
+                "reconciled redis with postgresql"
+            );
+        } else {
+            tracing::info!(
+                queues,
+                "reconciled redis with postgresql: nothing was missing"
+            );
+        }
+    }
 }
 
 /// The queues PostgreSQL last said have live jobs, and when.
@@ -59,35 +79,51 @@ impl Reconciler {
     /// Reconciles when Redis shows signs of lost data; returns what changed, or `None` when
     /// Redis is intact (or another process holds the reconcile lock).
     ///
+    /// A reconciliation claims the marker before it reads anything and settles it only
+    /// if the claim survived: Redis losing its data again while it runs (a `FLUSHALL`
+    /// two seconds after a restart) leaves the marker unsettled, and the next check, a
+    /// second later, reconciles again.
+    ///
     /// # Errors
     /// PostgreSQL or Redis unreachable.
     pub async fn check_redis(&self) -> Result<Option<Reconciled>, MaintenanceError> {
         if self.queue.is_cluster() {
             return self.check_cluster().await;
         }
-        let run_id = self.queue.run_id().await?;
-        if self.queue.marker().await?.as_deref() == Some(run_id.as_str()) {
+        let state = self.queue.marker(Marker::All).await?;
+        if state.is_settled() {
             return Ok(None);
         }
         let work = async {
-            tracing::warn!(
-                run_id,
-                "redis restarted or lost its data; reconciling it with postgresql"
-            );
+            if state.marker.is_some() {
+                tracing::warn!(
+                    run_id = state.run_id,
+                    "{}; reconciling it with postgresql",
+                    why(&state)
+                );
+            } else {
+                tracing::info!(
+                    run_id = state.run_id,
+                    "{}; reconciling it with postgresql",
+                    why(&state)
+                );
+            }
+            let claim = self.queue.claim_marker(Marker::All).await?;
             let done = self.reconcile_queues(None).await?;
             // Only a finished reconciliation clears the alarm (a failed one is redone),
-            // and under the lock, so that the next process does not redo it.
-            self.queue.set_marker(&run_id).await?;
+            // under the lock so that the next process does not redo it, and only if
+            // Redis kept its data while it ran.
+            if !self.queue.settle_marker(Marker::All, &claim).await? {
+                tracing::warn!(
+                    "redis lost data again while it was being reconciled; reconciling again"
+                );
+            }
             Ok(done)
         };
         let Some(done) = self.locked(work).await? else {
             return Ok(None);
         };
-        tracing::warn!(
-            redispatched = done.redispatched,
-            removed = done.removed,
-            "reconciled redis with postgresql"
-        );
+        done.log(None);
         Ok(Some(done))
     }
 
@@ -106,35 +142,41 @@ impl Reconciler {
             );
         }
         for queue in watched {
-            let (marker, run_id) = self.queue.marker_of(&queue).await?;
-            if marker.as_deref() != Some(run_id.as_str()) {
-                stale.push((queue, run_id));
+            if !self.queue.marker(Marker::Queue(&queue)).await?.is_settled() {
+                stale.push(queue);
             }
         }
         if stale.is_empty() {
             return Ok(None);
         }
-        let queues: Vec<QueueName> = stale.iter().map(|(q, _)| q.clone()).collect();
         let work = async {
             tracing::warn!(
-                queues = ?queues.iter().map(QueueName::as_str).collect::<Vec<_>>(),
+                queues = ?stale.iter().map(QueueName::as_str).collect::<Vec<_>>(),
                 "these queues' redis master changed, restarted or lost data; reconciling them with postgresql"
             );
-            let done = self.reconcile_queues(Some(&queues)).await?;
-            for (queue, run_id) in &stale {
-                self.queue.set_marker_of(queue, run_id).await?;
+            let mut claims = Vec::with_capacity(stale.len());
+            for queue in &stale {
+                claims.push(self.queue.claim_marker(Marker::Queue(queue)).await?);
+            }
+            let done = self.reconcile_queues(Some(&stale)).await?;
+            for (queue, claim) in stale.iter().zip(&claims) {
+                if !self
+                    .queue
+                    .settle_marker(Marker::Queue(queue), claim)
+                    .await?
+                {
+                    tracing::warn!(
+                        queue = queue.as_str(),
+                        "this queue's redis master lost data again while it was being reconciled; reconciling again"
+                    );
+                }
             }
             Ok(done)
         };
         let Some(done) = self.locked(work).await? else {
             return Ok(None);
         };
-        tracing::warn!(
-            queues = queues.len(),
-            redispatched = done.redispatched,
-            removed = done.removed,
-            "reconciled redis with postgresql"
-        );
+        done.log(Some(stale.len()));
         Ok(Some(done))
     }
 
@@ -174,14 +216,14 @@ impl Reconciler {
         &self,
         work: impl std::future::Future<Output = Result<Reconciled, MaintenanceError>>,
     ) -> Result<Option<Reconciled>, MaintenanceError> {
-        let Some(lock) = self.queue.try_lock_reconcile(LOCK).await? else {
+        let Some(lock) = self.queue.try_lock(Lock::Reconcile, LOCK).await? else {
             return Ok(None);
         };
         let renew = async {
             loop {
                 tokio::time::sleep(LOCK / 3).await;
                 if !matches!(
-                    self.queue.extend_reconcile_lock(&lock, LOCK).await,
+                    self.queue.extend_lock(Lock::Reconcile, &lock, LOCK).await,
                     Ok(true)
                 ) {
                     tracing::warn!(
@@ -194,7 +236,7 @@ impl Reconciler {
             result = work => result,
             () = renew => unreachable!("renewing never ends"),
         };
-        self.queue.unlock_reconcile(&lock).await?;
+        self.queue.unlock(Lock::Reconcile, &lock).await?;
         result.map(Some)
     }
 
@@ -225,9 +267,11 @@ impl Reconciler {
             };
             let Some(last) = page.last() else { break };
             after = Some(last.id);
-            candidates.extend(self.recovery.missing_from_redis(page).await?);
+            let missing = self.recovery.missing_from_redis(page).await?;
+            candidates.extend(missing.into_iter().map(|row| row.id));
         }
-        done.redispatched = self.recovery.redispatch_lost(candidates).await?;
+        done.redispatched = self.recovery.redispatch_lost(&candidates).await?;
+        crate::metrics::redispatched("reconcile", done.redispatched as u64);
         let queues: Vec<QueueName> = match only {
             Some(queues) => queues.to_vec(),
             None => {
@@ -271,5 +315,18 @@ impl Reconciler {
                 () = tokio::time::sleep(CHECK_EVERY) => {}
             }
         }
+    }
+}
+
+/// What the log says of an unsettled marker: a fresh Redis (no marker, and no job in
+/// PostgreSQL yet: reconciling finds nothing to put back) reads the same as a wiped one,
+/// so the words say what is known, not that data was lost.
+fn why(state: &MarkerState) -> &'static str {
+    match &state.marker {
+        None => "redis holds no reconciliation marker (a new redis, or one that lost its data)",
+        Some(_) if state.is_claimed() => {
+            "a reconciliation did not finish (its process died, or redis lost data meanwhile)"
+        }
+        Some(_) => "redis restarted or failed over since the last reconciliation",
     }
 }

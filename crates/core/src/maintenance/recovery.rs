@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BATCH, Dispatcher, FlowMirror, MaintenanceError};
 use crate::crypto::SecretBox;
 use crate::{
-    QueueName,
+    JobId, QueueName,
     queue::{Dispatch, RedisQueue},
     repo::{self, AttemptEnd, HistoryBatch, JobRow},
 };
@@ -100,9 +100,15 @@ impl Recovery {
     pub async fn recover_stuck(&self) -> Result<usize, MaintenanceError> {
         let grace = (self.lease + STUCK_MARGIN).as_millis() as i64;
         let stuck = repo::stuck_running(&self.db, grace, BATCH).await?;
-        let candidates = self.missing_from_redis(stuck).await?;
-        let n = self.redispatch_lost(candidates).await?;
+        let candidates: Vec<JobId> = self
+            .missing_from_redis(stuck)
+            .await?
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let n = self.redispatch_lost(&candidates).await?;
         if n > 0 {
+            crate::metrics::redispatched("stuck", n as u64);
             tracing::warn!(
                 jobs = n,
                 "dispatched again jobs whose result was lost (their worker died before recording it)"
@@ -121,18 +127,14 @@ impl Recovery {
     ///
     /// # Errors
     /// PostgreSQL or Redis unreachable.
-    pub async fn redispatch_lost(
-        &self,
-        candidates: Vec<JobRow>,
-    ) -> Result<usize, MaintenanceError> {
+    pub async fn redispatch_lost(&self, candidates: &[JobId]) -> Result<usize, MaintenanceError> {
         if candidates.is_empty() {
             return Ok(0);
         }
         tokio::time::sleep(SETTLE).await;
         // A result waiting in the journal is not lost: record it first.
         self.flush_journal(Duration::ZERO).await?;
-        let ids: Vec<_> = candidates.iter().map(|r| r.id).collect();
-        let again = repo::get_jobs(&self.db, &ids)
+        let again = repo::get_jobs(&self.db, candidates)
             .await?
             .into_iter()
             .filter(|r| !r.state.is_terminal())

@@ -19,8 +19,8 @@ use std::{
 
 use redis::{IntoConnectionInfo, cluster::ClusterClientBuilder, cluster_async::ClusterConnection};
 
-use super::{QueueError, RedisQueue};
-use crate::{domain::QueueName, settings::RedisSettings};
+use super::QueueError;
+use crate::settings::RedisSettings;
 
 /// A Redis Cluster: one connection that routes each command to its slot's master (and
 /// follows failovers and resharding), and the seed nodes for pub/sub.
@@ -107,43 +107,5 @@ impl Cluster {
     pub(super) fn next_node(&self) -> redis::Client {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         self.nodes[i % self.nodes.len()].clone()
-    }
-}
-
-impl RedisQueue {
-    /// The `run_id` under which `queue` was last reconciled (if its master still has it),
-    /// and the `run_id` of the master holding `queue` now, read in one script on that
-    /// master. Two commands (`GET`, then `INFO` routed to the slot) could be answered by
-    /// two nodes while a failover is being learnt, and a healthy queue look moved.
-    ///
-    /// # Errors
-    /// Redis unreachable.
-    pub async fn marker_of(
-        &self,
-        queue: &QueueName,
-    ) -> Result<(Option<String>, String), QueueError> {
-        let mut conn = self.conn();
-        let (marker, run_id): (Option<String>, Option<String>) = self
-            .scripts()
-            .marker
-            .key(self.keys.queue(queue).marker)
-            .invoke_async(&mut conn)
-            .await?;
-        let run_id =
-            run_id.ok_or_else(|| QueueError::Corrupt("INFO server has no run_id".into()))?;
-        Ok((marker, run_id))
-    }
-
-    /// Records that `queue` was reconciled under its master's `run_id`.
-    ///
-    /// # Errors
-    /// Redis unreachable.
-    pub async fn set_marker_of(&self, queue: &QueueName, run_id: &str) -> Result<(), QueueError> {
-        use redis::AsyncCommands;
-        let _: () = self
-            .conn()
-            .set(self.keys.queue(queue).marker, run_id)
-            .await?;
-        Ok(())
     }
 }

@@ -3,6 +3,15 @@
 
 use crate::domain::QueueName;
 
+/// Work that one process at a time does, under a short lock in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// Reconciling Redis with PostgreSQL after a loss of data.
+    Reconcile,
+    /// A pass of the check for waiting jobs that Redis lacks.
+    MissingCheck,
+}
+
 /// The key names of one deployment (one prefix).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -116,9 +125,17 @@ impl Keys {
         format!("{}:reconciled", self.prefix)
     }
 
-    /// A short lock so that one process at a time reconciles.
-    pub fn reconcile_lock(&self) -> String {
-        format!("{}:reconcile-lock", self.prefix)
+    /// A short lock so that one process at a time does `lock`'s work.
+    pub fn lock(&self, lock: Lock) -> String {
+        match lock {
+            Lock::Reconcile => format!("{}:reconcile-lock", self.prefix),
+            Lock::MissingCheck => format!("{}:missing-check-lock", self.prefix),
+        }
+    }
+
+    /// Where the missing-job check goes on from (see `maintenance::missing`).
+    pub fn missing_check_cursor(&self) -> String {
+        format!("{}:missing-check-cursor", self.prefix)
     }
 
     /// The pub/sub channel on which cancellations of running jobs are announced.

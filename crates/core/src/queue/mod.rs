@@ -34,7 +34,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use connection::Waiter;
 pub use flow::KeyCounts;
-pub use keys::{Keys, QueueKeys};
+pub use keys::{Keys, Lock, QueueKeys};
+pub use reconcile::{Claim, Marker, MarkerState};
 pub use types::*;
 
 use crate::domain::{JobId, QueueName};

@@ -27,6 +27,8 @@ pub(crate) struct Scripts {
     pub lock_extend: Script,
     pub lock_release: Script,
     pub marker: Script,
+    pub marker_claim: Script,
+    pub marker_settle: Script,
 }
 
 fn load(cluster: bool, body: &str) -> Script {
@@ -57,6 +59,8 @@ impl Scripts {
             lock_extend: load(include_str!("../../lua/lock_extend.lua")),
             lock_release: load(include_str!("../../lua/lock_release.lua")),
             marker: load(include_str!("../../lua/marker.lua")),
+            marker_claim: load(include_str!("../../lua/marker_claim.lua")),
+            marker_settle: load(include_str!("../../lua/marker_settle.lua")),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The queries of Courier's upkeep: live jobs to reconcile with Redis, running jobs whose
 //! result was lost. Retention's are in [`super::partitions`].
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, types::Json};
 use uuid::Uuid;
 
@@ -70,17 +71,140 @@ pub async fn live_among(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<Jo
     Ok(live)
 }
 
-/// Names of the queues that have live jobs.
+/// Names of the queues that have live jobs. A skip scan over the live-jobs index: one
+/// index probe per queue, however many jobs each holds (`SELECT DISTINCT` read every
+/// live job: a second and more with millions waiting).
 ///
 /// # Errors
 /// PostgreSQL unreachable.
 pub async fn live_queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueName>, RepoError> {
     let names = sqlx::query_scalar!(
-        r#"SELECT DISTINCT queue AS "queue!: QueueName" FROM jobs WHERE state IN ('scheduled', 'queued', 'running')"#
+        r#"WITH RECURSIVE queues AS (
+               (SELECT queue FROM jobs WHERE state IN ('scheduled', 'queued', 'running')
+                ORDER BY queue LIMIT 1)
+               UNION ALL
+               SELECT (SELECT j.queue FROM jobs j
+                       WHERE j.state IN ('scheduled', 'queued', 'running') AND j.queue > q.queue
+                       ORDER BY j.queue LIMIT 1)
+               FROM queues q WHERE q.queue IS NOT NULL
+           )
+           SELECT queue AS "queue!: QueueName" FROM queues WHERE queue IS NOT NULL"#
     )
     .fetch_all(db)
     .await?;
     Ok(names)
+}
+
+/// A job PostgreSQL holds as waiting for a worker (queued, or scheduled and due), as the
+/// missing-job check reads it: enough to find it in Redis and to walk on from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub id: JobId,
+    pub queue: QueueName,
+    pub state: JobState,
+    pub run_at: DateTime<Utc>,
+}
+
+/// Of every queue with live jobs, the `per_queue` oldest queued jobs and the
+/// `per_queue` oldest due scheduled ones, among those due and unchanged for `settled_ms`
+/// (younger ones may still be on their way to Redis). These are the jobs that should be
+/// running next: a job Redis lost comes up here once the jobs ahead of it have started.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn waiting_heads(
+    db: impl PgExecutor<'_>,
+    settled_ms: i64,
+    per_queue: i64,
+) -> Result<Vec<Waiting>, RepoError> {
+    Ok(sqlx::query_as!(
+        Waiting,
+        r#"WITH RECURSIVE queues AS (
+               (SELECT queue FROM jobs WHERE state IN ('scheduled', 'queued', 'running')
+                ORDER BY queue LIMIT 1)
+               UNION ALL
+               SELECT (SELECT j.queue FROM jobs j
+                       WHERE j.state IN ('scheduled', 'queued', 'running') AND j.queue > q.queue
+                       ORDER BY j.queue LIMIT 1)
+               FROM queues q WHERE q.queue IS NOT NULL
+           )
+           SELECT w.id AS "id!: JobId", q.queue AS "queue!: QueueName",
+                  w.state AS "state!: JobState", w.run_at AS "run_at!"
+           FROM queues q
+           CROSS JOIN LATERAL (
+               (SELECT id, state, run_at FROM jobs
+                WHERE queue = q.queue AND state = 'queued'
+                  AND run_at < now() - make_interval(secs => $1 / 1000.0)
+                  AND updated_at < now() - make_interval(secs => $1 / 1000.0)
+                ORDER BY run_at LIMIT $2)
+               UNION ALL
+               (SELECT id, state, run_at FROM jobs
+                WHERE queue = q.queue AND state = 'scheduled'
+                  AND run_at < now() - make_interval(secs => $1 / 1000.0)
+                  AND updated_at < now() - make_interval(secs => $1 / 1000.0)
+                ORDER BY run_at LIMIT $2)
+           ) w
+           WHERE q.queue IS NOT NULL"#,
+        settled_ms as f64,
+        per_queue
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// One page of a queue's waiting jobs in one state (`queued`, or `scheduled` and due),
+/// by due time, after `after` (a due time and an id), among those due and unchanged for
+/// `settled_ms`. The missing-job check walks every waiting job this way, a page at a
+/// time, so that each pass costs the same however many jobs wait.
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn waiting_page(
+    db: impl PgExecutor<'_>,
+    queue: &QueueName,
+    state: JobState,
+    after: Option<(DateTime<Utc>, JobId)>,
+    settled_ms: i64,
+    limit: i64,
+) -> Result<Vec<Waiting>, RepoError> {
+    let (after_at, after_id) = after.map(|(at, id)| (at, id.as_uuid())).unzip();
+    Ok(sqlx::query_as!(
+        Waiting,
+        r#"SELECT id AS "id: JobId", queue AS "queue: QueueName", state AS "state: JobState", run_at
+           FROM jobs
+           WHERE queue = $1 AND state = $2
+             AND run_at < now() - make_interval(secs => $5 / 1000.0)
+             AND updated_at < now() - make_interval(secs => $5 / 1000.0)
+             AND ($3::timestamptz IS NULL OR (run_at, id) > ($3, $4::uuid))
+           ORDER BY run_at, id
+           LIMIT $6"#,
+        queue.as_str(),
+        state as JobState,
+        after_at,
+        after_id,
+        settled_ms as f64,
+        limit
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// The first queue with live jobs after `after` (the first of all for `None`).
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn next_live_queue(
+    db: impl PgExecutor<'_>,
+    after: Option<&QueueName>,
+) -> Result<Option<QueueName>, RepoError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT queue AS "queue: QueueName" FROM jobs
+           WHERE state IN ('scheduled', 'queued', 'running') AND ($1::text IS NULL OR queue > $1)
+           ORDER BY queue LIMIT 1"#,
+        after.map(QueueName::as_str)
+    )
+    .fetch_optional(db)
+    .await?)
 }
 
 /// Jobs `running` in PostgreSQL for longer than their own timeout (SPEC 2's default when
