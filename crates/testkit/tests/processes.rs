@@ -10,6 +10,27 @@ async fn start_worker(env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
     ChildProcess::start_worker(&env.process_env_with(extra)).await
 }
 
+/// `env`'s variables without a metrics host and port: a worker at its defaults
+/// (`0.0.0.0:9464`), as an operator starts several on one host.
+fn default_metrics(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.process_env_with(extra)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("COURIER__WORKER__METRICS_"))
+        .collect()
+}
+
+/// The `metrics_port` a worker's start-up line gives.
+fn metrics_port(worker: &ChildProcess) -> u16 {
+    worker
+        .output()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "courier-worker started")
+        .and_then(|line| line["metrics_port"].as_u64())
+        .map(|p| p as u16)
+        .unwrap_or_else(|| panic!("no metrics_port in the start-up line: {}", worker.output()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_worker_processes_drain_2000_jobs_each_called_exactly_once() {
     let env = TestEnv::new().await;
@@ -21,9 +42,35 @@ async fn three_worker_processes_drain_2000_jobs_each_called_exactly_once() {
         vec![courier_testkit::Reply::status(200).after(Duration::from_millis(20))],
     );
     let app = TestApp::spawn(env.settings.clone()).await;
+    // Each at the default metrics settings: on one host they cannot all have port 9464,
+    // and a worker must not refuse to run jobs for that (issue 25).
     let mut workers = Vec::new();
     for _ in 0..3 {
-        workers.push(start_worker(&env, &[("COURIER__WORKER__CONCURRENCY", "20")]).await);
+        let vars = default_metrics(&env, &[("COURIER__WORKER__CONCURRENCY", "20")]);
+        workers.push(ChildProcess::start_worker(&vars).await);
+    }
+    let ports: Vec<u16> = workers.iter().map(metrics_port).collect();
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "three metrics ports: {ports:?}");
+    for (worker, port) in workers.iter().zip(&ports) {
+        let ready: Value = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .expect("the worker's /readyz answers on the port it logged")
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["metrics_port"], *port, "{ready}");
+        if *port != 9464 {
+            assert!(
+                worker
+                    .output()
+                    .contains("is taken (another worker on this host?)"),
+                "a worker not on 9464 says why: {}",
+                worker.output()
+            );
+        }
     }
 
     let ids = app
@@ -248,6 +295,11 @@ async fn settings_that_cannot_work_stop_both_binaries_naming_the_setting() {
         ("COURIER__WORKER__CONCURRENCY", "0", "worker.concurrency"),
         ("COURIER__WORKER__LEASE_MS", "100", "worker.lease_ms"),
         ("COURIER__WORKER__FETCH_BATCH", "0", "worker.fetch_batch"),
+        (
+            "COURIER__REDIS__MISSING_CHECK_MS",
+            "50",
+            "redis.missing_check_ms",
+        ),
         (
             "COURIER__DATABASE__MAX_CONNECTIONS",
             "0",

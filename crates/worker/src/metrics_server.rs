@@ -23,15 +23,46 @@ const LOAD_EVERY: Duration = Duration::from_secs(1);
 struct Probe {
     ctx: Arc<Context>,
     db: sqlx::PgPool,
+    /// Where this server listens (which may not be `worker.metrics_port`: see [`bind`]).
+    addr: Option<std::net::SocketAddr>,
 }
 
-/// Binds the listener (so that a taken port fails at start), logging the port.
+/// Ports tried after a taken `worker.metrics_port`, one after another, before any free
+/// port: several workers on one host (systemd instances, a shell) get 9464, 9465, 9466
+/// and so on, in the order they started, which a Prometheus scrape list can name.
+pub const NEXT_PORTS: u16 = 63;
+
+/// Binds the listener, logging the address. A worker exists to run jobs, so a taken port
+/// does not stop it: the next free one of the [`NEXT_PORTS`] after it is used (or, when
+/// all are taken, any free port), with a warning naming both; `/readyz` shows it too.
 ///
 /// # Errors
-/// The address cannot be bound.
+/// The address cannot be bound for another reason than a taken port (a host name that
+/// does not resolve, an address not on this host).
 pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind((host, port)).await?;
-    tracing::info!(addr = %listener.local_addr()?, "worker metrics at /metrics");
+    let mut tries = (0..=NEXT_PORTS)
+        .filter_map(|n| port.checked_add(n))
+        .take_while(|_| port != 0)
+        .chain([0]);
+    let listener = loop {
+        let next = tries.next().expect("the list ends with port 0");
+        match TcpListener::bind((host, next)).await {
+            Ok(listener) => break listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && next != 0 => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let addr = listener.local_addr()?;
+    if port != 0 && addr.port() != port {
+        tracing::warn!(
+            %addr,
+            "worker.metrics_port {port} on {host} is taken (another worker on this host?); \
+             serving /metrics, /healthz and /readyz on port {} instead",
+            addr.port()
+        );
+    } else {
+        tracing::info!(%addr, "worker metrics at /metrics");
+    }
     Ok(listener)
 }
 
@@ -60,11 +91,12 @@ pub async fn serve(
         depths: false,
     }
     .spawn(stop.clone());
+    let addr = listener.local_addr().ok();
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(Probe { ctx, db });
+        .with_state(Probe { ctx, db, addr });
     let stopping = stop.clone();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopping.cancelled().await })
@@ -93,6 +125,8 @@ async fn readyz(State(probe): State<Probe>) -> Response {
     let body = serde_json::json!({
         "redis": if redis { "ok" } else { "unreachable" },
         "postgres": if postgres { "ok" } else { "unreachable" },
+        "worker": probe.ctx.worker,
+        "metrics_port": probe.addr.map(|a| a.port()),
     });
     let status = if redis && postgres {
         StatusCode::OK

@@ -61,10 +61,9 @@ impl Worker {
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "worker.metrics_port {} on {}: {e} (another worker on this host? give each \
-                 its own COURIER__WORKER__METRICS_PORT, or 0 for any free port)",
+                "worker.metrics_host {:?}, worker.metrics_port {}: {e}",
+                settings.worker.metrics_host,
                 settings.worker.metrics_port,
-                settings.worker.metrics_host
             )
         })?;
         let queue = RedisQueue::new(&settings.redis)?;
@@ -135,6 +134,7 @@ impl Worker {
             .map(|q| QueueName::parse(q).map_err(|e| anyhow::anyhow!("worker.queues: {q:?} {e}")))
             .collect::<Result<_, _>>()?;
         let queues = Arc::new(Mutex::new(configured.clone()));
+        let metrics_port = metrics.local_addr().map(|a| a.port()).unwrap_or(0);
         let stop_fetching = CancellationToken::new();
         let stop_side = CancellationToken::new();
         let mut side = JoinSet::new();
@@ -169,7 +169,12 @@ impl Worker {
 
         let permits = Arc::new(Semaphore::new(settings.worker.concurrency));
         let mut calls = JoinSet::new();
-        tracing::info!(worker = %ctx.worker, concurrency = settings.worker.concurrency, "courier-worker started");
+        tracing::info!(
+            worker = %ctx.worker,
+            concurrency = settings.worker.concurrency,
+            metrics_port,
+            "courier-worker started"
+        );
         {
             let fetch = fetch_loop(
                 &ctx,
