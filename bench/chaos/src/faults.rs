@@ -7,6 +7,8 @@ use std::{
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use courier_core::queue::Marker;
+
 use crate::{Config, System};
 
 /// One fault.
@@ -20,6 +22,13 @@ pub enum Fault {
     ApiRestart,
     /// FLUSHALL: Redis loses everything.
     RedisWipe,
+    /// kill -9 of Redis, restarted from its AOF a second later, and FLUSHALL two
+    /// seconds after that, while the reconciliation the restart started may still run.
+    RedisKillThenWipe,
+    /// kill -9 of Redis, restarted from its AOF at once, and FLUSHALL as soon as the
+    /// reconciliation the restart started has claimed the marker: a loss of data that
+    /// lands while a reconciliation runs.
+    WipeDuringReconcile,
     /// Every PostgreSQL process stopped (SIGSTOP) for five seconds.
     PgPause,
 }
@@ -31,6 +40,10 @@ impl Fault {
             Self::RedisKill => "redis kill -9 (AOF restart)",
             Self::ApiRestart => "api kill -9 and restart",
             Self::RedisWipe => "redis FLUSHALL",
+            Self::RedisKillThenWipe => "redis kill -9, restart, FLUSHALL 2 s later",
+            Self::WipeDuringReconcile => {
+                "redis kill -9, restart, FLUSHALL during the reconciliation"
+            }
             Self::PgPause => "postgresql paused 5 s",
         }
     }
@@ -41,6 +54,11 @@ impl Fault {
 pub struct Injected {
     pub fault: Fault,
     pub at: Duration,
+    /// When the fault was over (everything restarted), from the start of the run.
+    pub ended: Duration,
+    /// For a wipe during a reconciliation: whether the marker was still claimed just
+    /// before the wipe (the reconciliation had not ended).
+    pub during_reconcile: Option<bool>,
     /// From the end of the fault (the restart) to the next call the target received.
     pub recovery: Option<Duration>,
 }
@@ -55,6 +73,8 @@ pub fn schedule(config: &Config) -> Vec<(Duration, Fault)> {
         (Fault::RedisKill, config.redis_kills),
         (Fault::ApiRestart, config.api_restarts),
         (Fault::RedisWipe, config.wipes),
+        (Fault::RedisKillThenWipe, config.kill_then_wipes),
+        (Fault::WipeDuringReconcile, config.wipes_in_reconcile),
         (Fault::PgPause, config.pg_pauses),
     ];
     for (fault, n) in counts {
@@ -79,6 +99,7 @@ pub async fn inject(
     let mut done = Vec::with_capacity(schedule.len());
     for (at, fault) in schedule {
         tokio::time::sleep_until((started + at).into()).await;
+        let mut during_reconcile = None;
         match fault {
             Fault::WorkerKill => {
                 let victim = {
@@ -110,6 +131,28 @@ pub async fn inject(
             Fault::RedisWipe => {
                 system.redis.lock().await.command(&["FLUSHALL"]).await;
             }
+            Fault::RedisKillThenWipe => {
+                let mut redis = system.redis.lock().await;
+                redis.kill9().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                redis.restart().await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                redis.command(&["FLUSHALL"]).await;
+            }
+            Fault::WipeDuringReconcile => {
+                let mut redis = system.redis.lock().await;
+                redis.kill9().await;
+                redis.restart().await;
+                // Polled, not waited on a sleep: the wipe must land inside it.
+                let claimed =
+                    courier_testkit::wait_until_or_none(Duration::from_secs(10), || async {
+                        let marker = system.queue.marker(Marker::All).await.ok()?;
+                        marker.is_claimed().then_some(())
+                    })
+                    .await;
+                redis.command(&["FLUSHALL"]).await;
+                during_reconcile = Some(claimed.is_some());
+            }
             Fault::PgPause => {
                 system.pg.pause().await;
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -117,6 +160,7 @@ pub async fn inject(
             }
         }
         let restored = Instant::now();
+        let ended = started.elapsed();
         let before = system.target.count();
         let recovery = courier_testkit::wait_until_or_none(Duration::from_secs(60), || async {
             (system.target.count() > before).then_some(())
@@ -126,6 +170,8 @@ pub async fn inject(
         done.push(Injected {
             fault,
             at,
+            ended,
+            during_reconcile,
             recovery,
         });
     }

@@ -1,7 +1,9 @@
 //! The chaos harness: runs jobs through a whole Courier (API and workers as processes,
 //! its own Redis with AOF, its own PostgreSQL cluster, a counting target) while it kills
-//! and restarts workers, Redis and the API at random, wipes Redis once and pauses
-//! PostgreSQL once; then drains and counts what was lost and what ran twice, and why.
+//! and restarts workers, Redis and the API at random, wipes Redis (also two seconds
+//! after a restart, and while a reconciliation runs) and pauses PostgreSQL; then drains
+//! and counts what was lost and what ran twice, and why. The workers run at their
+//! default settings, several on this one host, as an operator starts them.
 
 mod faults;
 mod report;
@@ -29,12 +31,20 @@ pub struct Config {
     pub redis_kills: usize,
     pub api_restarts: usize,
     pub wipes: usize,
+    /// Redis killed, restarted from its AOF, and wiped two seconds later.
+    pub kill_then_wipes: usize,
+    /// Redis killed and restarted, and wiped as soon as the reconciliation that the
+    /// restart starts has claimed the marker (while it runs).
+    pub wipes_in_reconcile: usize,
     pub pg_pauses: usize,
     /// Over how long jobs are submitted and faults injected.
     pub duration: Duration,
     pub lease_ms: u64,
-    /// How long the target takes to answer each call.
-    pub call_ms: u64,
+    /// How long the target takes to answer a call: job `i` takes `call_ms[i % len]`.
+    pub call_ms: Vec<u64>,
+    /// Percent of the jobs submitted with a delay (1 to 20 s), so that Redis holds many
+    /// live jobs and a reconciliation has much to read.
+    pub delayed_pct: u64,
     pub seed: u64,
 }
 
@@ -48,10 +58,13 @@ impl Config {
             redis_kills: 1,
             api_restarts: 1,
             wipes: 1,
+            kill_then_wipes: 1,
+            wipes_in_reconcile: 1,
             pg_pauses: 1,
             duration: Duration::from_secs(30),
             lease_ms: 3000,
-            call_ms: 50,
+            call_ms: vec![50, 200, 1000],
+            delayed_pct: 20,
             seed: 1,
         }
     }
@@ -67,11 +80,20 @@ pub(crate) struct System {
     pub api: Mutex<Option<ChildProcess>>,
     pub workers: Mutex<Vec<ChildProcess>>,
     pub lease_ms: u64,
+    /// Reads the reconciliation marker of the run's Redis.
+    pub queue: courier_core::queue::RedisQueue,
 }
 
 impl System {
     fn vars(&self) -> Vec<(String, String)> {
-        let mut vars = self.env.process_env();
+        // Every process at the default metrics settings (the workers share 0.0.0.0:9464
+        // and its neighbours), as an operator runs several workers on one host.
+        let mut vars: Vec<(String, String)> = self
+            .env
+            .process_env()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("COURIER__WORKER__METRICS_"))
+            .collect();
         vars.push(("COURIER__SERVER__PORT".into(), self.api_port.to_string()));
         vars.push((
             "COURIER__WORKER__LEASE_MS".into(),
@@ -104,10 +126,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let pg = PgCluster::start().await;
     let env = TestEnv::on(&pg.url("postgres"), &redis.url()).await;
     let target = Target::start().await;
-    target.script(
-        "/chaos",
-        vec![Reply::status(200).after(Duration::from_millis(config.call_ms))],
-    );
+    for ms in &config.call_ms {
+        target.script(
+            &format!("/chaos/{ms}"),
+            vec![Reply::status(200).after(Duration::from_millis(*ms))],
+        );
+    }
+    let queue = courier_core::queue::RedisQueue::new(&env.settings.redis)?;
     let system = Arc::new(System {
         redis: tokio::sync::Mutex::new(redis),
         pg,
@@ -117,6 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         api: Mutex::new(None),
         workers: Mutex::new(Vec::new()),
         lease_ms: config.lease_ms,
+        queue,
     });
     *system.api.lock().unwrap() = Some(system.start_api());
     for _ in 0..config.workers {
@@ -151,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         started,
     )
     .await;
+    let submitted = started.elapsed();
     let injected = chaos.await?;
     for fault in &injected {
         let at = chrono::Utc::now()
@@ -165,11 +192,51 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     // Everything back up, then drain.
     let drained = drain(&system, &accepted).await;
     monitor.abort();
-    let report = report::build(&system, &config, &accepted, injected, drained, started).await?;
+    let done = started.elapsed();
+    let last_fault = injected
+        .iter()
+        .map(|f| f.ended)
+        .max()
+        .unwrap_or_default()
+        .max(submitted);
+    let workers = workers_alive(&system).await;
+    let mut report = report::build(&system, &config, &accepted, injected, drained, started).await?;
+    report.settled_after_last_fault = drained.map(|_| done.saturating_sub(last_fault));
+    report.workers = workers;
     for mut worker in system.workers.lock().unwrap().drain(..) {
         let _ = worker.child.start_kill();
     }
     Ok(report)
+}
+
+/// The worker processes still running at the end, of those started last, and how many
+/// of them recorded attempts: several workers on one host at their default settings
+/// must all run (a taken metrics port once made every worker but the first exit).
+async fn workers_alive(system: &System) -> report::Workers {
+    let pids: Vec<Option<u32>> = {
+        let mut workers = system.workers.lock().unwrap();
+        workers
+            .iter_mut()
+            .map(|w| match w.child.try_wait() {
+                Ok(None) => w.child.id(),
+                _ => None,
+            })
+            .collect()
+    };
+    let alive: Vec<u32> = pids.iter().flatten().copied().collect();
+    let names: Vec<String> = sqlx::query_scalar("SELECT DISTINCT worker FROM job_executions")
+        .fetch_all(&system.env.db)
+        .await
+        .unwrap_or_default();
+    let ran = alive
+        .iter()
+        .filter(|pid| names.iter().any(|n| n.ends_with(&format!("-{pid}"))))
+        .count();
+    report::Workers {
+        started: pids.len(),
+        alive: alive.len(),
+        ran_jobs: ran,
+    }
 }
 
 /// Submits every job over the run's duration, as a careful client does: each with an
@@ -193,12 +260,18 @@ async fn submit(
             accepted.clone(),
         );
         let jobs = config.jobs;
+        let (call_ms, delayed_pct) = (config.call_ms.clone(), config.delayed_pct);
         tasks.push(tokio::spawn(async move {
             for i in (c..jobs).step_by(CLIENTS) {
                 let due = started + Duration::from_secs_f64(per_job * i as f64);
                 tokio::time::sleep_until(due.into()).await;
-                let body = json!({"target": {"url": format!("{target}?job={i}")}, "max_attempts": 100,
+                let ms = call_ms[i % call_ms.len()];
+                let mut body = json!({"target": {"url": format!("{target}/{ms}?job={i}")}, "max_attempts": 100,
                     "backoff": {"initial_ms": 100, "max_ms": 2000}});
+                // A spread of delays, from one job's index alone (the run is repeatable).
+                if (i as u64 * 7919) % 100 < delayed_pct {
+                    body["delay_ms"] = json!(1000 + (i as u64 * 104_729) % 19_000);
+                }
                 loop {
                     let sent = client
                         .post(format!("{base}/v1/jobs"))

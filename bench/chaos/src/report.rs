@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Config, System, calls_per_job, faults::Injected};
+use crate::{
+    Config, System, calls_per_job,
+    faults::{Fault, Injected},
+};
 
 /// The outcome of a chaos run.
 #[derive(Debug)]
@@ -21,13 +24,32 @@ pub struct Report {
     /// Accepted jobs the target never received.
     pub never_called: usize,
     pub duplicate_deliveries: usize,
-    /// Why jobs were delivered more than once, with counts.
+    /// The repeated calls by the fault each was in flight at.
+    pub duplicate_faults: BTreeMap<String, usize>,
+    /// Repeated calls that were in flight at no fault: each would be a bug.
+    pub unexplained_duplicates: usize,
+    /// Why jobs were delivered more than once, from their records, with counts.
     pub duplicate_reasons: BTreeMap<String, usize>,
     pub faults: Vec<Injected>,
     /// The longest a job stayed `running` in PostgreSQL beyond its lease and its call.
     pub longest_running_past_lease: Duration,
     pub drain_time: Option<Duration>,
+    /// From the end of the last fault (or of the submissions, if later) until every job
+    /// was terminal; `None` if some never were.
+    pub settled_after_last_fault: Option<Duration>,
+    pub workers: Workers,
     pub wall_time: Duration,
+}
+
+/// The worker processes at the end of the run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Workers {
+    /// Worker processes the harness last started (after each kill, a new one).
+    pub started: usize,
+    /// Of those, the ones still running at the end.
+    pub alive: usize,
+    /// Of those alive, the ones with execution records: each ran jobs.
+    pub ran_jobs: usize,
 }
 
 static LONGEST_RUNNING: Mutex<Duration> = Mutex::new(Duration::ZERO);
@@ -82,8 +104,11 @@ pub(crate) async fn build(
         .map(|(id, _)| id)
         .collect();
     let duplicate_deliveries = calls.values().map(|n| n.saturating_sub(1)).sum();
-    let duplicate_reasons = explain(system, &duplicated, &calls).await?;
-    let running_limit = Duration::from_millis(config.lease_ms + config.call_ms);
+    let (duplicate_faults, duplicate_reasons) =
+        explain(system, &duplicated, &calls, &faults, started).await?;
+    let unexplained_duplicates = duplicate_faults.get(NO_FAULT).copied().unwrap_or(0);
+    let longest_call = config.call_ms.iter().copied().max().unwrap_or(0);
+    let running_limit = Duration::from_millis(config.lease_ms + longest_call);
     Ok(Report {
         config: config.clone(),
         accepted: accepted.len(),
@@ -92,6 +117,8 @@ pub(crate) async fn build(
         lost: accepted.len() - terminal,
         never_called,
         duplicate_deliveries,
+        duplicate_faults,
+        unexplained_duplicates,
         duplicate_reasons,
         faults,
         longest_running_past_lease: LONGEST_RUNNING
@@ -99,16 +126,62 @@ pub(crate) async fn build(
             .unwrap()
             .saturating_sub(running_limit),
         drain_time,
+        settled_after_last_fault: None,
+        workers: Workers::default(),
         wall_time: started.elapsed(),
     })
 }
 
-/// Why each duplicated job ran more than once, from its execution records.
+/// The key of repeated calls that no fault explains.
+const NO_FAULT: &str = "**none: no fault near the call**";
+
+/// How long after a call's answer its attempt may still be unsettled (its end on the
+/// way into Redis and its record into PostgreSQL): a fault in this time hits the call as
+/// surely as one during it.
+const SETTLING: Duration = Duration::from_secs(2);
+
+/// The fault each repeated call was in flight at: one that began while the call ran or
+/// within [`SETTLING`] of its answer (with PostgreSQL paused, until the pause ended:
+/// the record waited in the worker's memory). `None` when no fault was near.
+fn fault_at_call(
+    faults: &[Injected],
+    started: Instant,
+    call: &courier_testkit::Received,
+) -> Option<Fault> {
+    let begun = call.at.saturating_duration_since(started);
+    let ms: u64 = call
+        .path
+        .rsplit('/')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0);
+    let mut settled = begun + Duration::from_millis(ms) + SETTLING;
+    for pause in faults.iter().filter(|f| f.fault == Fault::PgPause) {
+        if pause.at <= settled && settled <= pause.ended + SETTLING {
+            settled = settled.max(pause.ended + SETTLING);
+        }
+    }
+    faults
+        .iter()
+        .find(|f| f.at <= settled && f.ended >= begun)
+        .map(|f| f.fault)
+}
+
+/// Why each duplicated job ran more than once: the fault its earlier call was in flight
+/// at, and what its execution records show of how.
 async fn explain(
     system: &System,
     duplicated: &[&String],
     calls: &HashMap<String, usize>,
-) -> anyhow::Result<BTreeMap<String, usize>> {
+    faults: &[Injected],
+    started: Instant,
+) -> anyhow::Result<(BTreeMap<String, usize>, BTreeMap<String, usize>)> {
+    let mut received: HashMap<String, Vec<courier_testkit::Received>> = HashMap::new();
+    for call in system.target.received() {
+        if let Some(id) = call.job_id() {
+            received.entry(id).or_default().push(call);
+        }
+    }
     let ids: Vec<uuid::Uuid> = duplicated.iter().filter_map(|id| id.parse().ok()).collect();
     let records: Vec<(String, String, bool)> =
         sqlx::query_as("SELECT job_id::text, outcome, stale FROM job_executions WHERE job_id = ANY($1) ORDER BY started_at")
@@ -123,14 +196,25 @@ async fn explain(
             .push((outcome.as_str(), *stale));
     }
     let mut reasons = BTreeMap::new();
+    let mut at_fault = BTreeMap::new();
     let mut examples = 0;
     for id in duplicated {
         if by_job.get(id.as_str()).map_or(0, Vec::len) < calls[*id] && examples < 5 {
             examples += 1;
             print_example(system, id).await;
         }
-        let extra = calls[*id] - 1;
         let history = by_job.get(id.as_str()).cloned().unwrap_or_default();
+        let mut job_calls = received.remove(id.as_str()).unwrap_or_default();
+        job_calls.sort_by_key(|c| c.at);
+        // Every call but the last was repeated: say which fault each was in flight at.
+        for call in &job_calls[..job_calls.len().saturating_sub(1)] {
+            let fault = match fault_at_call(faults, started, call) {
+                Some(fault) => fault.name().to_owned(),
+                None => NO_FAULT.to_owned(),
+            };
+            *at_fault.entry(fault).or_insert(0) += 1;
+        }
+        let extra = calls[*id] - 1;
         let reason = if history.iter().any(|(o, _)| *o == "lease_expired") {
             "a worker died mid-call (kill -9); its lease expired and the job ran again".to_owned()
         } else if history.iter().any(|(_, stale)| *stale) {
@@ -144,7 +228,7 @@ async fn explain(
         };
         *reasons.entry(reason).or_insert(0) += extra;
     }
-    Ok(reasons)
+    Ok((at_fault, reasons))
 }
 
 impl fmt::Display for Report {
@@ -190,12 +274,47 @@ impl fmt::Display for Report {
             format!("{:.2} s", d.as_secs_f64())
         });
         writeln!(f, "| drain after the last submission | {drain} |")?;
+        let settled = self
+            .settled_after_last_fault
+            .map_or("never".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+        writeln!(
+            f,
+            "| every job terminal, after the last fault | {settled} |"
+        )?;
+        let w = &self.workers;
+        writeln!(
+            f,
+            "| worker processes alive at the end (default metrics port, one host) | {} of {}, {} of them ran jobs |",
+            w.alive, w.started, w.ran_jobs
+        )?;
+        let inside: Vec<String> = self
+            .faults
+            .iter()
+            .filter_map(|f| f.during_reconcile)
+            .map(|inside| if inside { "yes" } else { "no (no claim seen)" }.to_owned())
+            .collect();
+        if !inside.is_empty() {
+            writeln!(
+                f,
+                "| wipe landed while a reconciliation ran | {} |",
+                inside.join(", ")
+            )?;
+        }
         writeln!(f, "| wall time | {:.1} s |", self.wall_time.as_secs_f64())?;
         writeln!(
             f,
-            "| setup | {} workers, lease {} ms, calls of {} ms, seed {} |",
-            c.workers, c.lease_ms, c.call_ms, c.seed
+            "| setup | {} workers, lease {} ms, calls of {:?} ms, {}% delayed 1-20 s, seed {} |",
+            c.workers, c.lease_ms, c.call_ms, c.delayed_pct, c.seed
         )?;
+        if !self.duplicate_faults.is_empty() {
+            writeln!(
+                f,
+                "\n| repeated calls, by the fault each was in flight at | count |\n|---|---|"
+            )?;
+            for (fault, n) in &self.duplicate_faults {
+                writeln!(f, "| {fault} | {n} |")?;
+            }
+        }
         if !self.duplicate_reasons.is_empty() {
             writeln!(f, "\n| duplicate deliveries by reason | count |\n|---|---|")?;
             for (reason, n) in &self.duplicate_reasons {
