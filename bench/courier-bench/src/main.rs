@@ -5,6 +5,7 @@
 
 mod clock;
 mod load;
+mod missing;
 mod progress;
 mod report;
 mod retention;

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Every scenario, in the order they run.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     "enqueue",
     "enqueue-batch",
     "drain",
@@ -29,6 +29,7 @@ pub const ALL: [&str; 13] = [
     "schedules",
     "bulk-retry",
     "retention",
+    "missing-check",
 ];
 
 /// Queues of `drain-cluster`.
@@ -69,6 +70,10 @@ pub struct Size {
     pub bulk_jobs: u64,
     /// Expired jobs that `retention` removes, by partition drop and row by row.
     pub retention_jobs: u64,
+    /// Jobs in PostgreSQL while `missing-check` measures the check for waiting jobs
+    /// Redis lacks, and how many of them wait.
+    pub missing_check_jobs: u64,
+    pub missing_check_waiting: u64,
 }
 
 impl Size {
@@ -94,6 +99,8 @@ impl Size {
             schedule_secs: 60.0,
             bulk_jobs: 100_000,
             retention_jobs: 5_000_000,
+            missing_check_jobs: 5_000_000,
+            missing_check_waiting: 1_000_000,
         }
     }
 
@@ -135,6 +142,8 @@ impl Size {
             schedule_secs: 2.0,
             bulk_jobs: 200,
             retention_jobs: 2_000,
+            missing_check_jobs: 2_000,
+            missing_check_waiting: 500,
         }
     }
 }
@@ -163,6 +172,7 @@ impl Bench<'_> {
             "schedules" => self.schedules(d).await,
             "bulk-retry" => self.bulk_retry(d).await,
             "retention" => self.retention(d).await,
+            "missing-check" => self.missing_check(d).await,
             other => anyhow::bail!("no scenario {other:?}"),
         }
     }

@@ -325,6 +325,11 @@ impl Deployment {
         self.courier.as_ref().map(|env| &env.db)
     }
 
+    /// Courier's test environment: its database, and the settings its processes run with.
+    pub fn courier_env(&self) -> Option<&TestEnv> {
+        self.courier.as_ref()
+    }
+
     /// Defines schedule `id`: a job every `every_ms`, calling `url`.
     pub async fn put_schedule(&self, id: &str, every_ms: u64, url: &str) -> anyhow::Result<()> {
         let (path, body) = match self.system {
@@ -343,7 +348,13 @@ impl Deployment {
 
     /// Sends `body` to `path` of the system's API (with Courier's key); fails unless it
     /// answers 2xx.
-    async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<()> {
+    /// Sends one request to the API; fails unless it answers 2xx.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<()> {
         let mut request = reqwest::Client::new()
             .request(method, format!("http://{}{path}", self.endpoint.addr))
             .json(body);
@@ -575,6 +586,14 @@ impl Deployment {
             let poll = if calls >= count { 50 } else { 10 };
             tokio::time::sleep(Duration::from_millis(poll)).await;
         }
+    }
+
+    /// How many fields the hash `key` holds.
+    pub async fn redis_hlen(&mut self, key: &str) -> anyhow::Result<u64> {
+        Ok(redis::cmd("HLEN")
+            .arg(key)
+            .query_async(&mut self.redis)
+            .await?)
     }
 
     /// Redis's `used_memory`, in bytes.
