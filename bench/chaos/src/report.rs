@@ -198,6 +198,7 @@ async fn explain(
     let mut reasons = BTreeMap::new();
     let mut at_fault = BTreeMap::new();
     let mut examples = 0;
+    let mut unexplained = 0;
     for id in duplicated {
         if by_job.get(id.as_str()).map_or(0, Vec::len) < calls[*id] && examples < 5 {
             examples += 1;
@@ -210,7 +211,35 @@ async fn explain(
         for call in &job_calls[..job_calls.len().saturating_sub(1)] {
             let fault = match fault_at_call(faults, started, call) {
                 Some(fault) => fault.name().to_owned(),
-                None => NO_FAULT.to_owned(),
+                None => {
+                    if unexplained < 5 {
+                        unexplained += 1;
+                        let at = |c: &courier_testkit::Received| {
+                            format!(
+                                "{:.3} s ({})",
+                                c.at.saturating_duration_since(started).as_secs_f64(),
+                                c.path
+                            )
+                        };
+                        let calls: Vec<String> = job_calls.iter().map(at).collect();
+                        let near: Vec<String> = faults
+                            .iter()
+                            .map(|f| {
+                                format!(
+                                    "{} {:.3}-{:.3} s",
+                                    f.fault.name(),
+                                    f.at.as_secs_f64(),
+                                    f.ended.as_secs_f64()
+                                )
+                            })
+                            .collect();
+                        eprintln!(
+                            "job {id}: a repeated call near no fault; calls at {calls:?}; faults {near:?}"
+                        );
+                        print_example(system, id).await;
+                    }
+                    NO_FAULT.to_owned()
+                }
             };
             *at_fault.entry(fault).or_insert(0) += 1;
         }

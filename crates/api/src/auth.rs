@@ -33,7 +33,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{error::ApiError, state::AppState};
+use crate::error::ApiError;
 
 /// How long a key found in PostgreSQL is trusted without looking again: a revoked key
 /// stops working within this time.
@@ -212,15 +212,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// What the middleware reads: the keys (and their cache and rate limits), and the
+/// database that holds them and the dashboard's sessions.
+#[derive(Clone)]
+pub struct AuthState {
+    pub auth: Arc<Authenticator>,
+    pub db: PgPool,
+}
+
 /// The middleware: every path under `/v1` needs a key of the right scope.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<AuthState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path();
     if path != "/v1" && !path.starts_with("/v1/") {
-        return next.run(req).await;
-    }
-    // A progress report carries its attempt's token instead of a key; its handler
-    // checks it.
-    if req.method() == Method::POST && crate::routes::is_progress_path(path) {
         return next.run(req).await;
     }
     // Only the parts authorisation needs: a request body is not `Sync`, so a reference to
@@ -259,7 +266,7 @@ struct Wanted {
     path: String,
 }
 
-async fn authorise(state: &AppState, req: Wanted) -> Result<Caller, ApiError> {
+async fn authorise(state: &AuthState, req: Wanted) -> Result<Caller, ApiError> {
     let auth = &state.auth;
     if !auth.enabled {
         return Ok(Caller { key: None });
@@ -325,7 +332,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// # Errors
 /// PostgreSQL unreachable.
 pub async fn key_for_sign_in(
-    state: &AppState,
+    state: &AuthState,
     secret: &str,
 ) -> Result<Option<Arc<ApiKey>>, ApiError> {
     state.auth.find(&state.db, secret).await

@@ -7,6 +7,70 @@ use axum::{
 };
 /// The problem document lives with the other answer types, where clients read it too.
 pub use courier_core::views::Problem;
+
+/// The problems an operation may answer, one line each, for the OpenAPI document: the
+/// status, what it means, and whether only operations that take a body answer it.
+/// (401, 403 and 429 of authentication are added to every `/v1` operation by
+/// `openapi::ApiKeys`.) An operation lists [`ReadProblems`] or [`WriteProblems`], and
+/// only those problems of its own whose description says more.
+const PROBLEMS: [(u16, &str, bool); 7] = [
+    (
+        400,
+        "The request is malformed (a path parameter, a query string, JSON syntax)",
+        false,
+    ),
+    (404, "No such resource", false),
+    (409, "The resource is not in a state that allows this", true),
+    (413, "The body is larger than the limit", true),
+    (415, "The body is not `application/json`", true),
+    (422, "A field is invalid; `errors` names each", true),
+    (
+        503,
+        "PostgreSQL or Redis is unavailable; try again after `Retry-After`",
+        false,
+    ),
+];
+
+fn problem_responses(
+    write: bool,
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    PROBLEMS
+        .iter()
+        .filter(|(_, _, write_only)| write || !write_only)
+        .map(|(status, description, _)| {
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content(
+                    "application/problem+json",
+                    Content::new(Some(RefOr::Ref(Ref::from_schema_name("Problem")))),
+                )
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+/// The problems of an operation that reads: 400, 404, 503.
+pub struct ReadProblems;
+
+impl utoipa::IntoResponses for ReadProblems {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        problem_responses(false)
+    }
+}
+
+/// The problems of an operation that changes something: those of [`ReadProblems`], and
+/// 409, 413, 415, 422.
+pub struct WriteProblems;
+
+impl utoipa::IntoResponses for WriteProblems {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        problem_responses(true)
+    }
+}
 use courier_core::{domain::FieldError, queue::QueueError, repo::RepoError};
 
 /// Seconds a client should wait before retrying when a dependency is down.
@@ -161,6 +225,10 @@ impl From<courier_core::maintenance::MaintenanceError> for ApiError {
             M::Repo(e) => e.into(),
             M::Queue(e) => e.into(),
             M::Database(e) => e.into(),
+            M::Busy(why) => {
+                tracing::warn!(why, "maintenance busy");
+                Self::Unavailable("Redis")
+            }
         }
     }
 }

@@ -9,11 +9,11 @@ use axum::{
     http::{header, request::Parts},
 };
 use bytes::BytesMut;
-use courier_core::{JobId, Settings, domain::FieldError};
+use courier_core::{JobId, QueueName, Settings, domain::FieldError};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::{error::ApiError, state::AppState};
+use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// A request body type and the size limit that applies to it.
 pub trait JsonBody: DeserializeOwned {
@@ -165,6 +165,28 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
         JobId::parse(&raw)
             .map(Self)
             .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a job id (a UUID)")))
+    }
+}
+
+/// A queue's name from the path (`/v1/queues/{name}/...`), parsed, and allowed to the
+/// caller: 400 for a name that cannot be a queue's, 403 for a queue the caller's key is
+/// not allowed.
+pub struct QueuePath(pub QueueName);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueuePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let queue =
+            QueueName::parse(&raw).map_err(|m| ApiError::BadRequest(format!("queue name {m}")))?;
+        Caller::from_request_parts(parts, state)
+            .await?
+            .check_queue(queue.as_str())?;
+        Ok(Self(queue))
     }
 }
 

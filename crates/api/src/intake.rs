@@ -1,8 +1,8 @@
 //! Group commit for `POST /v1/jobs`. Each request hands its parsed job to the intake and
 //! waits; three tasks form a pipeline, each taking everything that is waiting for it:
 //!
-//! 1. the commit task inserts every waiting job (and one dispatch outbox entry naming
-//!    them all) in one statement and one commit;
+//! 1. the commit task accepts every waiting job (`stages::accept`: one statement and one
+//!    commit, with one dispatch outbox entry naming them all);
 //! 2. the dispatch task sends every committed batch that is waiting to Redis in one
 //!    round trip per queue, in commit order (so FIFO holds), and answers the requests
 //!    (a 2xx means committed; in Redis too unless Redis is down);
@@ -16,11 +16,11 @@
 
 use chrono::{DateTime, Utc};
 use courier_core::{
-    JobId,
+    domain::Job,
     domain::NewJob,
-    maintenance::Dispatcher,
     queue::Dispatch,
-    repo::{self, Idempotency, JobRow, OutboxId, RepoError},
+    repo::{Idempotency, OutboxId, RepoError},
+    stages::{Dispatcher, accept},
 };
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -40,7 +40,7 @@ const MARK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 #[derive(Debug)]
 pub enum Admission {
     /// Committed; the row as stored.
-    Created(Box<JobRow>),
+    Created(Box<Job>),
     /// Its idempotency key was taken: the caller looks up the job holding it.
     KeyTaken,
 }
@@ -75,7 +75,7 @@ struct Submission {
 /// A committed job on its way to Redis, and the request waiting for it.
 struct Committed {
     dispatch: Dispatch,
-    row: Box<JobRow>,
+    row: Box<Job>,
     reply: Reply,
 }
 
@@ -162,11 +162,10 @@ async fn commit_loop(
     }
 }
 
-/// Inserts the batch; answers at once every request whose job was not created, and
+/// Accepts the batch; answers at once every request whose job was not created, and
 /// returns the created ones for dispatch.
 async fn commit_batch(db: &PgPool, batch: Vec<Submission>) -> Batch {
     let now = Utc::now();
-    let mut outbox = vec![OutboxId::new()];
     let mut jobs = Vec::with_capacity(batch.len());
     let mut keys = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
@@ -175,14 +174,47 @@ async fn commit_batch(db: &PgPool, batch: Vec<Submission>) -> Batch {
         keys.push(s.idempotency);
         replies.push(s.reply);
     }
-    let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_json()).collect();
-    let inserted = match repo::insert_jobs(db, &jobs, &specs, &keys, outbox[0], now).await {
-        Ok(inserted) => Some(inserted),
+    match accept(db, &jobs, &keys, now).await {
+        Ok(accepted) => {
+            let mut created = Vec::with_capacity(jobs.len());
+            for ((job, dispatch), reply) in jobs.into_iter().zip(accepted.dispatches).zip(replies) {
+                match dispatch {
+                    Some(dispatch) => created.push(committed(job, dispatch, reply, now)),
+                    None => {
+                        let _ = reply.send(Ok(Admission::KeyTaken));
+                    }
+                }
+            }
+            Batch {
+                outbox: vec![accepted.outbox],
+                jobs: created,
+            }
+        }
         Err(e) if !e.is_unavailable() && jobs.len() > 1 => {
-            // One row the database refuses must not fail its neighbours: insert each
-            // on its own and answer each with its own result.
+            // One row the database refuses must not fail its neighbours: accept each on
+            // its own and answer each with its own result.
             tracing::warn!(error = %e, jobs = jobs.len(), "a batch insert failed; inserting one by one");
-            None
+            let mut batch = Batch {
+                outbox: Vec::new(),
+                jobs: Vec::with_capacity(jobs.len()),
+            };
+            for ((job, key), reply) in jobs.into_iter().zip(keys).zip(replies) {
+                match accept(db, std::slice::from_ref(&job), &[key], now).await {
+                    Ok(accepted) => match accepted.dispatches.into_iter().next().flatten() {
+                        Some(dispatch) => {
+                            batch.outbox.push(accepted.outbox);
+                            batch.jobs.push(committed(job, dispatch, reply, now));
+                        }
+                        None => {
+                            let _ = reply.send(Ok(Admission::KeyTaken));
+                        }
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            batch
         }
         Err(e) => {
             tracing::warn!(error = %e, "inserting jobs failed");
@@ -195,65 +227,18 @@ async fn commit_batch(db: &PgPool, batch: Vec<Submission>) -> Batch {
                 };
                 let _ = reply.send(Err(error));
             }
-            return Batch {
+            Batch {
                 outbox: Vec::new(),
                 jobs: Vec::new(),
-            };
-        }
-    };
-    let mut created = Vec::with_capacity(jobs.len());
-    let outcomes = jobs.into_iter().zip(specs).zip(keys).zip(replies);
-    match inserted {
-        Some(inserted) => {
-            let inserted: std::collections::HashSet<JobId> = inserted.into_iter().collect();
-            for (((job, spec), _), reply) in outcomes {
-                if inserted.contains(&job.id) {
-                    created.push(committed(job, spec, reply, now));
-                } else {
-                    let _ = reply.send(Ok(Admission::KeyTaken));
-                }
             }
         }
-        None => {
-            outbox.clear();
-            for (((job, spec), key), reply) in outcomes {
-                let own = OutboxId::new();
-                let result = repo::insert_jobs(
-                    db,
-                    std::slice::from_ref(&job),
-                    std::slice::from_ref(&spec),
-                    &[key],
-                    own,
-                    now,
-                )
-                .await;
-                match result {
-                    Ok(ids) if !ids.is_empty() => {
-                        outbox.push(own);
-                        created.push(committed(job, spec, reply, now));
-                    }
-                    Ok(_) => {
-                        let _ = reply.send(Ok(Admission::KeyTaken));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
-            }
-        }
-    }
-    Batch {
-        outbox,
-        jobs: created,
     }
 }
 
-fn committed(job: NewJob, spec: String, reply: Reply, now: DateTime<Utc>) -> Committed {
-    let dispatch =
-        Dispatch::with_payload(job.id, job.queue.clone(), spec, &job.spec, job.run_at, 0);
+fn committed(job: NewJob, dispatch: Dispatch, reply: Reply, now: DateTime<Utc>) -> Committed {
     Committed {
         dispatch,
-        row: Box::new(JobRow::from_new(job, now)),
+        row: Box::new(Job::from_new(job, now)),
         reply,
     }
 }

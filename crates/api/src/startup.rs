@@ -53,7 +53,7 @@ impl Application {
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
         let settings = Arc::new(settings);
-        let dispatcher = courier_core::maintenance::Dispatcher::new(db.clone(), queue.clone());
+        let dispatcher = courier_core::stages::Dispatcher::new(db.clone(), queue.clone());
         let intake = crate::intake::Intake::spawn(db.clone(), dispatcher);
         let scheduler = crate::scheduler::Scheduler::new(
             db.clone(),
@@ -147,11 +147,8 @@ impl Application {
 }
 
 fn router(state: AppState) -> Router {
-    api_router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            crate::auth::authenticate,
-        ))
+    api_router(state)
+        .route("/openapi.json", axum::routing::get(crate::openapi::serve))
         // Body limits are enforced by `ApiJson` per route, as problem+json.
         .layer(DefaultBodyLimit::disable())
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 
 use courier_core::{
-    Settings,
-    maintenance::{Dispatcher, Maintenance},
-    outbound::OutboundPolicy,
-    queue::RedisQueue,
+    Settings, maintenance::Maintenance, outbound::OutboundPolicy, queue::RedisQueue,
+    stages::Dispatcher,
 };
 use sqlx::PgPool;
 
@@ -40,6 +38,14 @@ impl AppState {
             queue: self.queue.clone(),
             settings: self.settings.clone(),
             secrets: self.secrets.clone(),
+        }
+    }
+
+    /// What the authentication middleware reads.
+    pub fn auth_state(&self) -> crate::auth::AuthState {
+        crate::auth::AuthState {
+            auth: self.auth.clone(),
+            db: self.db.clone(),
         }
     }
 

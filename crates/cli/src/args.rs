@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use courier_core::JobState;
+use courier_wire::JobState;
 use uuid::Uuid;
 
 /// The command-line client of a Courier API.

@@ -1,5 +1,5 @@
 //! The HTTP side: one client for the API's base URL and key, turning answers into the
-//! view types of `courier_core::views` and error answers into [`CliError::Api`].
+//! view types of `courier_wire` and error answers into [`CliError::Api`].
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! What a command can fail with, and the exit code each failure maps to.
 
-use courier_core::views::Problem;
+use courier_wire::Problem;
 
 /// Exit codes, the contract scripts rely on (README's table repeats it).
 pub mod exit {

@@ -1,6 +1,6 @@
 //! `courier`, the command-line client of Courier's REST API. The binary parses the
 //! command line and calls [`run`]; every command reads the API's answers with the view
-//! types of `courier_core::views`, the same types the API writes them with.
+//! types of `courier_wire`, the same types the API writes them with.
 
 pub mod args;
 mod client;

@@ -1,8 +1,9 @@
-//! Courier's core: the job domain, the Redis dispatch queue (one Lua script per
-//! operation), the PostgreSQL repository that is the system of record, settings and
-//! telemetry. The API and the worker are thin layers over this crate.
+//! Courier's core: the job domain, the stages of a job's life (accept, dispatch,
+//! attempt, record, callback) over the Redis dispatch queue (one Lua script per
+//! operation) and the PostgreSQL repository that is the system of record, the upkeep
+//! that keeps the two in step, settings and telemetry. The API and the worker are thin
+//! layers over this crate.
 
-pub mod callbacks;
 pub mod clock;
 pub mod crypto;
 pub mod db;
@@ -15,6 +16,7 @@ pub mod repo;
 pub mod schedule;
 pub mod settings;
 pub mod signing;
+pub mod stages;
 pub mod telemetry;
 pub mod views;
 

@@ -728,3 +728,76 @@ async fn waiting_jobs_redis_lacks_without_a_marker_showing_it_are_dispatched_aga
         "{metrics}"
     );
 }
+
+/// A process that registered a queue in Redis's set of queues before Redis lost its data
+/// keeps its note that it did, and dispatches the queue's next jobs without adding it
+/// again (here: a process of the test's own, which never reconciles). Workers serving
+/// every queue read that set, so those jobs waited unseen for good when the
+/// reconciliation had nothing to put back itself (every job had ended at the wipe).
+/// Now every check puts back into the set the queues PostgreSQL has live jobs of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_dispatched_after_a_wipe_by_a_process_that_knew_their_queue_are_run() {
+    let redis = RedisServer::start(false, &[]).await;
+    let env = TestEnv::on(&courier_testkit_admin(), &redis.url()).await;
+    let target = Target::start().await;
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let _worker = WorkerHandle::spawn(env.settings.clone()).await;
+    let queue = courier_core::queue::RedisQueue::new(&env.settings.redis).unwrap();
+    let dispatcher = courier_core::stages::Dispatcher::new(env.db.clone(), queue.clone());
+    let accept_one = |i: usize| {
+        let (db, dispatcher, url) = (
+            env.db.clone(),
+            dispatcher.clone(),
+            target.url(&format!("/late/{i}")),
+        );
+        async move {
+            let target = courier_core::domain::Target {
+                url: courier_core::domain::TargetUrl::parse(&url).unwrap(),
+                method: courier_core::domain::Method::Post,
+                headers: vec![],
+                body: String::new(),
+            };
+            let job = courier_core::domain::NewJob {
+                id: courier_core::JobId::new(),
+                queue: courier_core::QueueName::parse("late").unwrap(),
+                spec: courier_core::domain::JobSpec::new(target),
+                labels: Default::default(),
+                run_at: chrono::Utc::now(),
+                callback_of: None,
+            };
+            let accepted = courier_core::stages::accept(&db, &[job], &[], chrono::Utc::now())
+                .await
+                .unwrap();
+            // As the API's intake does: in Redis, so out of the dispatch outbox.
+            let outbox = accepted.outbox;
+            assert!(dispatcher.enqueue_now(&accepted.into_dispatches()).await);
+            dispatcher.clear_outbox(&[outbox]).await;
+        }
+    };
+    // This process registers queue `late`; the job runs.
+    accept_one(0).await;
+    wait_until("the first job's call", Duration::from_secs(20), || async {
+        (target.count() == 1).then_some(())
+    })
+    .await;
+    wait_until("it to succeed", Duration::from_secs(20), || async {
+        (env.count_jobs(Some("succeeded")).await == 1).then_some(())
+    })
+    .await;
+
+    redis.command(&["FLUSHALL"]).await;
+    wait_until("the reconciliation", Duration::from_secs(20), || async {
+        let marker = queue.marker(Marker::All).await.ok()?;
+        marker.is_settled().then_some(())
+    })
+    .await;
+    // Its note says `late` is registered: these go into Redis, and the set lacks it.
+    for i in 1..=5 {
+        accept_one(i).await;
+    }
+    wait_until("the five jobs' calls", Duration::from_secs(30), || async {
+        (target.count() == 6).then_some(())
+    })
+    .await;
+    app.stop().await;
+}

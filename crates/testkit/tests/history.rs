@@ -8,8 +8,12 @@ use chrono::Utc;
 use courier_core::{
     JobId, JobState, QueueName,
     maintenance::Recovery,
-    queue::{Completion, Ending, RedisQueue},
-    repo::{self, AttemptEnd, ExecutionRecord, HistoryBatch, JobUpdate, Outcome},
+    queue::{Ending, RedisQueue},
+    repo::{ExecutionRecord, JobUpdate, Outcome},
+    stages::{
+        attempt::AttemptEnd,
+        record::{self as recording, HistoryBatch},
+    },
 };
 use courier_testkit::{TestApp, TestEnv, wait_until};
 use serde_json::json;
@@ -45,7 +49,7 @@ fn succeeded(job: JobId, token: courier_core::queue::Token) -> JobUpdate {
         attempts: 1,
         state: JobState::Succeeded,
         run_at: None,
-        last: Some((Some(200), None, 3)),
+        last: Some((Some(200), None, 3).into()),
         may_call_back: false,
     }
 }
@@ -93,7 +97,7 @@ async fn a_record_postgresql_refuses_for_good_is_set_aside_and_the_rest_is_writt
         ],
         updates: ids.iter().map(|id| succeeded(*id, token)).collect(),
     };
-    let written = repo::write_history(&env.db, &secrets(&env), &batch)
+    let written = recording::write_history(&env.db, &secrets(&env), &batch)
         .await
         .expect("not a transient error");
     assert_eq!(written.rejected, 1);
@@ -139,16 +143,16 @@ async fn a_refused_record_in_a_dead_workers_journal_does_not_hold_back_the_other
             .unwrap()
         })
         .collect();
-    let endings: Vec<Ending<'_>> = leased
+    let endings: Vec<Ending> = leased
         .iter()
         .zip(&ends)
         .map(|(job, record)| Ending {
             id: job.id,
             token: job.token,
             priority: 0,
-            completion: Completion::Done,
+            retry_at: None,
             key_pause_until: None,
-            record,
+            record: record.clone(),
         })
         .collect();
     assert!(

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use courier_core::{
     JobState,
-    queue::{Completion, Ending, RedisQueue},
-    repo::{AttemptEnd, ExecutionRecord, JobUpdate, Outcome},
+    queue::{Ending, RedisQueue},
+    repo::{ExecutionRecord, JobUpdate, Outcome},
+    stages::attempt::AttemptEnd,
 };
 use courier_testkit::{Target, TestApp, TestEnv, WorkerHandle};
 use serde_json::json;
@@ -93,14 +94,14 @@ async fn a_payload_the_worker_cannot_read_ends_that_job_dead_and_not_its_neighbo
     assert!(target.received_on("/broken").is_empty());
 }
 
-fn ending<'a>(job: &courier_core::queue::Leased, record: &'a str) -> Ending<'a> {
+fn ending(job: &courier_core::queue::Leased, record: &str) -> Ending {
     Ending {
         id: job.id,
         token: job.token,
         priority: 0,
-        completion: Completion::Done,
+        retry_at: None,
         key_pause_until: None,
-        record,
+        record: record.to_owned(),
     }
 }
 
@@ -128,7 +129,7 @@ fn succeeded(job: &courier_core::queue::Leased) -> String {
             attempts: job.attempt as i32,
             state: JobState::Succeeded,
             run_at: None,
-            last: Some((Some(200), None, 5)),
+            last: Some((Some(200), None, 5).into()),
             may_call_back: false,
         }),
     })

@@ -12,31 +12,19 @@ use std::{
 };
 
 use courier_core::{
-    JobId, QueueName,
-    queue::{Completion, Ending, RedisQueue, Token},
+    QueueName,
+    queue::{Ending, RedisQueue},
 };
 use tokio::sync::{mpsc, oneshot};
 
 /// Most attempts in one round trip.
 const MAX_BATCH: usize = 1024;
 
-/// One attempt to end.
-pub struct Finish {
-    pub queue: QueueName,
-    pub id: JobId,
-    pub token: Token,
-    pub priority: u8,
-    pub completion: Completion,
-    /// Until when the job's flow key waits (a `Retry-After` on 429 or 503).
-    pub key_pause_until: Option<chrono::DateTime<chrono::Utc>>,
-    /// The attempt's record as JSON, kept in Redis's outbox until PostgreSQL has it.
-    pub record: String,
-    /// When to stop trying.
-    pub give_up: Instant,
-}
-
 struct Waiting {
-    finish: Finish,
+    queue: QueueName,
+    ending: Ending,
+    /// When to stop trying.
+    give_up: Instant,
     /// Whether the attempt still held its lease.
     reply: oneshot::Sender<bool>,
 }
@@ -55,11 +43,17 @@ impl Completer {
         Self { tx }
     }
 
-    /// Ends one attempt; whether it still held its lease (`false` also when Redis stayed
-    /// unreachable past `give_up`).
-    pub async fn finish(&self, finish: Finish) -> bool {
+    /// Ends one attempt of a job of `queue`; whether it still held its lease (`false`
+    /// also when Redis stayed unreachable past `give_up`).
+    pub async fn end(&self, queue: QueueName, ending: Ending, give_up: Instant) -> bool {
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(Waiting { finish, reply }).await.is_err() {
+        let waiting = Waiting {
+            queue,
+            ending,
+            give_up,
+            reply,
+        };
+        if self.tx.send(waiting).await.is_err() {
             return false;
         }
         answer.await.unwrap_or(false)
@@ -73,10 +67,10 @@ impl Completer {
 async fn run(queue: RedisQueue, mut rx: mpsc::Receiver<Waiting>) {
     let mut lanes: HashMap<QueueName, mpsc::UnboundedSender<Waiting>> = HashMap::new();
     while let Some(waiting) = rx.recv().await {
-        let lane = match lanes.get(&waiting.finish.queue) {
+        let lane = match lanes.get(&waiting.queue) {
             Some(lane) => lane,
             None => {
-                let name = waiting.finish.queue.clone();
+                let name = waiting.queue.clone();
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(lane(queue.clone(), name.clone(), rx));
                 lanes.entry(name).or_insert(tx)
@@ -101,17 +95,7 @@ async fn lane(queue: RedisQueue, name: QueueName, mut rx: mpsc::UnboundedReceive
 async fn end_all(queue: &RedisQueue, name: &QueueName, mut waiting: Vec<Waiting>) {
     let mut wait = Duration::from_millis(50);
     loop {
-        let items: Vec<Ending<'_>> = waiting
-            .iter()
-            .map(|w| Ending {
-                id: w.finish.id,
-                token: w.finish.token,
-                priority: w.finish.priority,
-                completion: w.finish.completion,
-                key_pause_until: w.finish.key_pause_until,
-                record: &w.finish.record,
-            })
-            .collect();
+        let items: Vec<&Ending> = waiting.iter().map(|w| &w.ending).collect();
         match queue.complete(name, &items).await {
             Ok(applied) => {
                 for (w, applied) in waiting.into_iter().zip(applied) {
@@ -121,9 +105,8 @@ async fn end_all(queue: &RedisQueue, name: &QueueName, mut waiting: Vec<Waiting>
             }
             Err(e) => {
                 let now = Instant::now();
-                let (expired, keep): (Vec<_>, Vec<_>) = waiting
-                    .into_iter()
-                    .partition(|w| now + wait >= w.finish.give_up);
+                let (expired, keep): (Vec<_>, Vec<_>) =
+                    waiting.into_iter().partition(|w| now + wait >= w.give_up);
                 if !expired.is_empty() {
                     tracing::error!(error = %e, attempts = expired.len(),
                         "could not end attempts before their leases ran out; they will be retried");

@@ -15,9 +15,13 @@ use std::{
 use courier_core::{
     JobId, QueueName,
     crypto::SecretBox,
-    maintenance::Dispatcher,
     queue::RedisQueue,
-    repo::{self, AttemptEnd, ExecutionRecord, HistoryBatch, JobUpdate, Started},
+    repo::{ExecutionRecord, JobUpdate, Started},
+    stages::{
+        Dispatcher,
+        attempt::AttemptEnd,
+        record::{self, HistoryBatch},
+    },
 };
 use sqlx::PgPool;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -28,7 +32,7 @@ pub enum Event {
     Started(Started),
     /// How an attempt ended, kept in Redis's journal under the given entry, which is
     /// dropped once PostgreSQL has it.
-    Ended(QueueName, String, AttemptEnd),
+    AttemptEnd(QueueName, String, AttemptEnd),
     Record(ExecutionRecord),
     Update(JobUpdate),
 }
@@ -37,7 +41,7 @@ impl Event {
     fn job(&self) -> JobId {
         match self {
             Self::Started(s) => s.id,
-            Self::Ended(_, _, end) => end.record.job_id,
+            Self::AttemptEnd(_, _, end) => end.record.job_id,
             Self::Record(r) => r.job_id,
             Self::Update(u) => u.id,
         }
@@ -145,7 +149,7 @@ async fn write_loop(
         for event in events.drain(..) {
             match event {
                 Event::Started(s) => held.push_back((now, s)),
-                Event::Ended(queue, entry, end) => {
+                Event::AttemptEnd(queue, entry, end) => {
                     acks.entry(queue).or_default().push(entry);
                     records.push(end.record);
                     updates.extend(end.update);
@@ -175,7 +179,7 @@ async fn write_loop(
             // set aside (history_rejects) so it never holds back what follows.
             let mut wait = Duration::from_millis(50);
             let written = loop {
-                match repo::write_history(&db, &secrets, &batch_out).await {
+                match record::write_history(&db, &secrets, &batch_out).await {
                     Ok(written) => break written,
                     Err(e) => {
                         tracing::warn!(error = %e, pending = batch_out.len(),

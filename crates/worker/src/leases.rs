@@ -7,8 +7,10 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use courier_core::{
     JobId, JobState, QueueName,
+    domain::LastOutcome,
     queue::{Token, journal_entry},
-    repo::{AttemptEnd, ExecutionRecord, JobUpdate, Outcome},
+    repo::{ExecutionRecord, Outcome},
+    stages::attempt::{Attempt, AttemptEnd},
 };
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -122,36 +124,37 @@ fn lost_attempt(
     dead: bool,
 ) -> (String, AttemptEnd) {
     let now = Utc::now();
-    let end = AttemptEnd {
-        record: ExecutionRecord {
-            job_id: id,
-            attempt: attempts.max(1) as i32,
-            token,
-            worker: ctx.worker.clone(),
-            outcome: Outcome::LeaseExpired,
-            stale: false,
-            status_code: None,
-            error: Some("the worker running this attempt stopped renewing its lease".into()),
-            duration_ms: 0,
-            response_excerpt: None,
-            started_at: now,
-            finished_at: now,
-        },
-        update: Some(JobUpdate {
-            id,
-            token,
-            attempts: attempts as i32,
-            state: if dead {
-                JobState::Dead
-            } else {
-                JobState::Queued
-            },
-            run_at: (!dead).then_some(now),
-            last: Some((None, Some("lease expired".into()), 0)),
-            // The reaper does not read the job's spec: a job it ends may call back.
-            may_call_back: dead,
-        }),
+    let record = ExecutionRecord {
+        job_id: id,
+        attempt: attempts.max(1) as i32,
+        token,
+        worker: ctx.worker.clone(),
+        outcome: Outcome::LeaseExpired,
+        stale: false,
+        status_code: None,
+        error: Some("the worker running this attempt stopped renewing its lease".into()),
+        duration_ms: 0,
+        response_excerpt: None,
+        started_at: now,
+        finished_at: now,
     };
+    let attempt = Attempt {
+        id,
+        token,
+        number: attempts,
+    };
+    let (state, run_at) = if dead {
+        (JobState::Dead, None)
+    } else {
+        (JobState::Queued, Some(now))
+    };
+    let last = LastOutcome {
+        status_code: None,
+        error: Some("lease expired".into()),
+        duration_ms: 0,
+    };
+    // The reaper does not read the job's spec (`None`): a job it ends may call back.
+    let end = AttemptEnd::held(attempt, record, None, state, run_at, last);
     (journal_entry(id, token, Some("reaped")), end)
 }
 

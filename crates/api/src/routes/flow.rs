@@ -19,8 +19,8 @@ use courier_core::{
 
 use crate::{
     auth::Caller,
-    error::{ApiError, Problem},
-    extract::ApiJson,
+    error::{ApiError, ReadProblems, WriteProblems},
+    extract::{ApiJson, QueuePath},
     requests::{FlowKeyRequest, QueueSettingsPatch},
     state::AppState,
 };
@@ -40,13 +40,6 @@ pub(super) fn router() -> Router<AppState> {
         )
 }
 
-fn queue_name(caller: &Caller, name: &str) -> Result<QueueName, ApiError> {
-    let queue =
-        QueueName::parse(name).map_err(|m| ApiError::BadRequest(format!("queue name {m}")))?;
-    caller.check_queue(queue.as_str())?;
-    Ok(queue)
-}
-
 fn flow_key(key: &str) -> Result<FlowKey, ApiError> {
     FlowKey::parse(key)
         .map_err(|m| ApiError::Validation(vec![courier_core::domain::FieldError::new("key", m)]))
@@ -62,7 +55,7 @@ async fn change_queue(
 ) -> Result<QueueSettingsView, ApiError> {
     let mut tx = state.db.begin().await?;
     let row = store::update_queue_settings(&mut tx, queue, change).await?;
-    let view = QueueSettingsView::new(queue.as_str(), Some(&row));
+    let view = crate::views::queue_settings_view(queue.as_str(), Some(&row));
     let mut entry = caller.audit(action, serde_json::json!(queue.as_str()), None);
     entry.details = serde_json::to_value(&view).ok();
     courier_core::repo::audit::record(&mut *tx, &entry).await?;
@@ -90,17 +83,17 @@ async fn mirror(state: &AppState, queue: Option<&QueueName>) {
     params(("name" = String, Path, description = "Queue name")),
     responses(
         (status = 200, body = QueueSettingsView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn get_queue_settings(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    QueuePath(queue): QueuePath,
 ) -> Result<Json<QueueSettingsView>, ApiError> {
-    let queue = queue_name(&caller, &name)?;
     let row = store::queue_settings(&state.db, &queue).await?;
-    Ok(Json(QueueSettingsView::new(queue.as_str(), row.as_ref())))
+    Ok(Json(crate::views::queue_settings_view(
+        queue.as_str(),
+        row.as_ref(),
+    )))
 }
 
 /// Change a queue's pause and limits (admin scope). Limits hold across every worker:
@@ -110,20 +103,15 @@ pub async fn get_queue_settings(
     params(("name" = String, Path, description = "Queue name")),
     responses(
         (status = 200, body = QueueSettingsView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn patch_queue_settings(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    QueuePath(queue): QueuePath,
     body: ApiJson<QueueSettingsPatch>,
 ) -> Result<Json<QueueSettingsView>, ApiError> {
     caller.check_admin("changing a queue's settings")?;
-    let queue = queue_name(&caller, &name)?;
     let change = body.value.parse().map_err(ApiError::Validation)?;
     Ok(Json(
         change_queue(&state, &caller, "queues.settings", &queue, change).await?,
@@ -136,16 +124,14 @@ pub async fn patch_queue_settings(
     params(("name" = String, Path, description = "Queue name")),
     responses(
         (status = 200, body = QueueSettingsView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn pause_queue(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    QueuePath(queue): QueuePath,
 ) -> Result<Json<QueueSettingsView>, ApiError> {
     caller.check_admin("pausing a queue")?;
-    let queue = queue_name(&caller, &name)?;
     Ok(Json(
         change_queue(&state, &caller, "queues.pause", &queue, |f| f.paused = true).await?,
     ))
@@ -156,16 +142,14 @@ pub async fn pause_queue(
     params(("name" = String, Path, description = "Queue name")),
     responses(
         (status = 200, body = QueueSettingsView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn resume_queue(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    QueuePath(queue): QueuePath,
 ) -> Result<Json<QueueSettingsView>, ApiError> {
     caller.check_admin("resuming a queue")?;
-    let queue = queue_name(&caller, &name)?;
     Ok(Json(
         change_queue(&state, &caller, "queues.resume", &queue, |f| {
             f.paused = false
@@ -196,14 +180,14 @@ async fn key_view(
             held: live.held,
         });
     }
-    Ok(FlowKeyView::new(key.as_str(), row, queues))
+    Ok(crate::views::flow_key_view(key.as_str(), row, queues))
 }
 
 /// Every flow key with limits.
 #[utoipa::path(get, path = "/v1/flow-keys", tag = "flow-keys",
     responses(
         (status = 200, body = FlowKeyList),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn list_flow_keys(State(state): State<AppState>) -> Result<Json<FlowKeyList>, ApiError> {
     let rows = store::all_flow_keys(&state.db).await?;
@@ -218,9 +202,7 @@ pub async fn list_flow_keys(State(state): State<AppState>) -> Result<Json<FlowKe
     params(("key" = String, Path, description = "Flow key, [A-Za-z0-9_.:-]{1,128}")),
     responses(
         (status = 200, body = FlowKeyView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn get_flow_key(
     State(state): State<AppState>,
@@ -246,11 +228,7 @@ pub async fn get_flow_key(
     responses(
         (status = 200, description = "Replaced", body = FlowKeyView),
         (status = 201, description = "Created", body = FlowKeyView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn put_flow_key(
     State(state): State<AppState>,
@@ -282,9 +260,7 @@ pub async fn put_flow_key(
     params(("key" = String, Path, description = "Flow key, [A-Za-z0-9_.:-]{1,128}")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn delete_flow_key(
     State(state): State<AppState>,

@@ -11,13 +11,14 @@ use chrono::Utc;
 use courier_core::{
     JobId, JobState, QueueName,
     domain::FieldError,
-    queue::Dispatch,
-    repo::{self, Idempotency, JobFilter, JobRow},
+    domain::Job,
+    repo::{self, Idempotency, JobFilter},
+    stages::{accept, dispatch, record},
 };
 
 use crate::{
     auth::Caller,
-    error::{ApiError, Problem},
+    error::{ApiError, Problem, ReadProblems, WriteProblems},
     extract::{ApiJson, JobIdPath},
     intake::Admission,
     requests::{BatchRequest, JobRequest},
@@ -43,11 +44,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
     responses(
         (status = 201, description = "Committed and queued", body = JobView),
         (status = 200, description = "The job an earlier request with this Idempotency-Key created", body = JobView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn create_job(
     State(state): State<AppState>,
@@ -82,7 +79,7 @@ pub async fn create_job(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(JobView::new(&row)),
+        Json(JobView::from(row.as_ref())),
     )
         .into_response())
 }
@@ -107,7 +104,7 @@ async fn replay(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} was deleted")))?;
     // The key was already used, so it names a queue this caller may use.
-    Ok((StatusCode::OK, Json(JobView::new(&row))).into_response())
+    Ok((StatusCode::OK, Json(JobView::from(&row))).into_response())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -131,11 +128,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequest,
     responses(
         (status = 201, description = "All committed and queued", body = BatchAccepted),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
         (status = 422, description = "One invalid job refuses the batch; errors name the index", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_batch(
     State(state): State<AppState>,
@@ -173,9 +167,7 @@ pub async fn create_batch(
         caller.check_queue(job.queue.as_str())?;
         job.seal_secrets(&state.secrets);
     }
-    let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_json()).collect();
-    let outbox = repo::OutboxId::new();
-    repo::insert_jobs(&state.db, &jobs, &specs, &[], outbox, now).await?;
+    let accepted = accept(&state.db, &jobs, &[], now).await?;
     let mut per_queue: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for job in &jobs {
         *per_queue.entry(job.queue.as_str()).or_default() += 1;
@@ -184,12 +176,12 @@ pub async fn create_batch(
         courier_core::metrics::submitted(queue, n);
     }
     let ids = jobs.iter().map(|j| j.id.as_uuid()).collect();
-    let dispatches: Vec<Dispatch> = jobs
-        .into_iter()
-        .zip(specs)
-        .map(|(j, spec)| Dispatch::with_payload(j.id, j.queue, spec, &j.spec, j.run_at, 0))
-        .collect();
-    if state.dispatcher().enqueue_now(&dispatches).await {
+    let outbox = accepted.outbox;
+    if state
+        .dispatcher()
+        .enqueue_now(&accepted.into_dispatches())
+        .await
+    {
         state.intake.dispatched(outbox);
     }
     Ok((StatusCode::CREATED, Json(BatchAccepted { ids })).into_response())
@@ -200,9 +192,7 @@ pub async fn create_batch(
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = JobView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
@@ -210,12 +200,12 @@ pub async fn get_job(
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<JobView>, ApiError> {
     let row = find(&state, &caller, id).await?;
-    Ok(Json(JobView::new(&row)))
+    Ok(Json(JobView::from(&row)))
 }
 
 /// The job, if it exists and the caller may use its queue (otherwise it does not exist
 /// for this caller: a key limited to some queues learns nothing of the others).
-async fn find(state: &AppState, caller: &Caller, id: JobId) -> Result<JobRow, ApiError> {
+async fn find(state: &AppState, caller: &Caller, id: JobId) -> Result<Job, ApiError> {
     repo::get_job(&state.db, id)
         .await?
         .filter(|row| caller.may_use(row.queue.as_str()))
@@ -227,9 +217,7 @@ async fn find(state: &AppState, caller: &Caller, id: JobId) -> Result<JobRow, Ap
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = ExecutionList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn list_executions(
     State(state): State<AppState>,
@@ -261,10 +249,9 @@ const MAX_PAGE: i64 = 500;
     ),
     responses(
         (status = 200, body = JobPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
         (status = 403, description = "A key limited to some queues must name one of them", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A filter value is invalid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
@@ -286,7 +273,7 @@ pub async fn list_jobs(
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
     Ok(Json(JobPage {
-        jobs: rows.iter().map(JobView::new).collect(),
+        jobs: rows.iter().map(JobView::from).collect(),
         next_cursor,
     }))
 }
@@ -364,10 +351,8 @@ fn parse_filter(query: &str) -> Result<JobFilter, ApiError> {
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = JobView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
         (status = 409, description = "The job is already terminal", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
@@ -385,7 +370,7 @@ pub async fn cancel_job(
             row.state
         )));
     }
-    let made = repo::cancel_job(&mut tx, &state.secrets, id).await?;
+    let made = record::cancel(&mut tx, &state.secrets, id).await?;
     repo::audit::record(
         &mut *tx,
         &caller.audit("jobs.cancel", serde_json::json!(id.to_string()), Some(1)),
@@ -400,7 +385,7 @@ pub async fn cancel_job(
         .dispatcher()
         .dispatch_callbacks(made.into_iter().collect())
         .await;
-    Ok(Json(JobView::new(&find(&state, &caller, id).await?)))
+    Ok(Json(JobView::from(&find(&state, &caller, id).await?)))
 }
 
 /// Run a dead or cancelled job again, its attempts reset.
@@ -408,10 +393,8 @@ pub async fn cancel_job(
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = JobView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
         (status = 409, description = "The job is neither dead nor cancelled", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn retry_job(
     State(state): State<AppState>,
@@ -437,6 +420,6 @@ pub async fn retry_job(
     .await?;
     tx.commit().await?;
     let row = find(&state, &caller, id).await?;
-    state.dispatcher().dispatch_now(&[row.to_dispatch()]).await;
-    Ok(Json(JobView::new(&row)))
+    state.dispatcher().dispatch_now(&[dispatch::of(&row)]).await;
+    Ok(Json(JobView::from(&row)))
 }

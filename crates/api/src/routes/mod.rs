@@ -1,4 +1,6 @@
-//! The routes, one module per resource, merged in [`api_router`].
+//! The routes, one module per resource, merged in [`api_router`]: those that need an API
+//! key (or the dashboard's session) behind the authentication layer, and beside them
+//! those that do not (health, and a progress report, which carries its attempt's token).
 
 mod flow;
 mod health;
@@ -11,7 +13,7 @@ mod ui;
 
 use axum::{Router, http::StatusCode, response::Response};
 
-use crate::{error::problem_response, state::AppState};
+use crate::{auth, error::problem_response, state::AppState};
 
 pub use flow::{
     __path_delete_flow_key, __path_get_flow_key, __path_get_queue_settings, __path_list_flow_keys,
@@ -26,7 +28,7 @@ pub use ops::{
     __path_bulk_cancel, __path_bulk_retry, __path_list_audit, __path_metrics,
     __path_queue_throughput, AuditPage, AuditView, BulkResult, MinuteView, ThroughputView,
 };
-pub use progress::{__path_report_progress, is_progress_path};
+pub use progress::__path_report_progress;
 pub use queues::{__path_get_queue, __path_list_queues};
 pub use schedules::{
     __path_backfill_schedule, __path_create_schedule, __path_delete_schedule, __path_get_schedule,
@@ -35,20 +37,27 @@ pub use schedules::{
 };
 pub use ui::{__path_get_session, __path_sign_in, __path_sign_out, SessionView, SignInRequest};
 
-/// Every route of the API.
+/// Every route of the API (but `/openapi.json`, which describes them).
 pub fn api_router(state: AppState) -> Router {
-    Router::new()
+    let keyed = Router::new()
         .merge(jobs::router())
         .merge(queues::router())
         .merge(flow::router())
-        .merge(progress::router())
         .merge(ops::router())
         .merge(ui::router())
         .merge(schedules::router())
-        .merge(health::router())
-        .route("/openapi.json", axum::routing::get(crate::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth_state(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .merge(keyed)
+        // A progress report carries its attempt's token instead of a key; its handler
+        // checks it.
+        .merge(progress::router())
+        .merge(health::router())
         .with_state(state)
 }
 

@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, RawQuery, State},
+    extract::{RawQuery, State},
     http::header,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -12,19 +12,21 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     QueueName,
     domain::FieldError,
+    queue::Dispatch,
     repo::{
         self,
         bulk::{self, BulkAction},
         throughput,
     },
+    stages::record,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
     auth::Caller,
-    error::{ApiError, Problem},
-    extract::ApiJson,
+    error::{ApiError, Problem, ReadProblems, WriteProblems},
+    extract::{ApiJson, QueuePath},
     requests::BulkRequest,
     state::AppState,
 };
@@ -55,12 +57,7 @@ pub struct BulkResult {
 #[utoipa::path(post, path = "/v1/jobs/bulk/retry", tag = "jobs", request_body = BulkRequest,
     responses(
         (status = 200, body = BulkResult),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn bulk_retry(
     State(state): State<AppState>,
@@ -75,12 +72,7 @@ pub async fn bulk_retry(
 #[utoipa::path(post, path = "/v1/jobs/bulk/cancel", tag = "jobs", request_body = BulkRequest,
     responses(
         (status = 200, body = BulkResult),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn bulk_cancel(
     State(state): State<AppState>,
@@ -126,18 +118,23 @@ async fn run_bulk(
                 tx.commit().await?;
                 after = jobs.last().map(|j| j.id);
                 let n = jobs.len();
+                let jobs: Vec<Dispatch> = jobs
+                    .into_iter()
+                    .map(|j| Dispatch::new(j.id, j.queue, &j.spec, j.run_at, 0))
+                    .collect();
                 // The outbox rows committed with the batch re-send whatever this misses.
                 state.dispatcher().dispatch_now(&jobs).await;
                 n
             }
             BulkAction::Cancel => {
                 let mut tx = state.db.begin().await?;
-                let batch =
-                    bulk::cancel_batch(&mut tx, &state.secrets, &filter, as_of, after).await?;
-                after = batch.jobs.last().map(|(id, _)| *id);
+                let jobs = bulk::cancel_batch(&mut *tx, &filter, as_of, after).await?;
+                after = jobs.last().map(|(id, _)| *id);
+                let ids: Vec<courier_core::JobId> = jobs.iter().map(|(id, _)| *id).collect();
+                let callbacks = record::cancelled(&mut tx, &state.secrets, &ids).await?;
                 let mut by_queue: std::collections::BTreeMap<&QueueName, Vec<courier_core::JobId>> =
                     std::collections::BTreeMap::new();
-                for (id, queue) in &batch.jobs {
+                for (id, queue) in &jobs {
                     by_queue.entry(queue).or_default().push(*id);
                 }
                 // Redis first, while the rows are locked, as a single cancel does: if
@@ -149,11 +146,8 @@ async fn run_bulk(
                 for (queue, ids) in &by_queue {
                     courier_core::metrics::finished(queue.as_str(), "cancelled", ids.len() as u64);
                 }
-                state
-                    .dispatcher()
-                    .dispatch_callbacks(vec![batch.callbacks])
-                    .await;
-                batch.jobs.len()
+                state.dispatcher().dispatch_callbacks(vec![callbacks]).await;
+                jobs.len()
             }
         };
         done += changed as i64;
@@ -212,10 +206,8 @@ pub struct AuditPage {
     ),
     responses(
         (status = 200, body = AuditPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
         (status = 403, description = "A key limited to some queues", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_audit(
     State(state): State<AppState>,
@@ -307,18 +299,12 @@ pub struct ThroughputView {
     params(("name" = String, Path, description = "Queue name")),
     responses(
         (status = 200, body = ThroughputView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn queue_throughput(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    QueuePath(queue): QueuePath,
 ) -> Result<Json<ThroughputView>, ApiError> {
-    let queue =
-        QueueName::parse(&name).map_err(|m| ApiError::BadRequest(format!("queue name {m}")))?;
-    caller.check_queue(queue.as_str())?;
     let minutes = throughput::last_hour(&state.db, &queue, Utc::now()).await?;
     Ok(Json(ThroughputView {
         queue: queue.as_str().to_owned(),

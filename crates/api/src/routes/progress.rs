@@ -13,7 +13,7 @@ use courier_core::{domain::Token, repo, views::ProgressView};
 use serde::Deserialize;
 
 use crate::{
-    error::{ApiError, Problem},
+    error::{ApiError, Problem, WriteProblems},
     extract::{ApiJson, JobIdPath},
     requests::ProgressRequest,
     state::AppState,
@@ -24,13 +24,6 @@ const FORGET_ABOVE: usize = 10_000;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/jobs/{id}/progress", post(report_progress))
-}
-
-/// Whether `path` is a progress report's, which the token authorises instead of a key.
-pub fn is_progress_path(path: &str) -> bool {
-    path.strip_prefix("/v1/jobs/")
-        .and_then(|rest| rest.strip_suffix("/progress"))
-        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -46,15 +39,10 @@ pub struct ProgressQuery {
     security(()),
     responses(
         (status = 200, description = "Stored", body = ProgressView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
         (status = 401, description = "No token, or one not made for this job", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The attempt no longer holds the job (a newer attempt runs, or the job ended)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "More reports a second than `server.progress_per_second`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn report_progress(
     State(state): State<AppState>,
@@ -106,20 +94,4 @@ pub async fn report_progress(
         message: stored.message,
         updated_at: stored.at,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_jobs_progress_path_skips_the_api_key() {
-        assert!(is_progress_path(
-            "/v1/jobs/0193a5f2-0000-7000-8000-000000000000/progress"
-        ));
-        assert!(!is_progress_path("/v1/jobs//progress"));
-        assert!(!is_progress_path("/v1/jobs/a/b/progress"));
-        assert!(!is_progress_path("/v1/jobs/a/cancel"));
-        assert!(!is_progress_path("/v1/queues/a/progress"));
-    }
 }

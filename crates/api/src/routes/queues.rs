@@ -1,16 +1,13 @@
 //! `/v1/queues`: depth per state, from PostgreSQL, with each queue's pause and limits.
 
-use axum::{
-    Json, Router,
-    extract::{Path, State},
-    routing::get,
-};
+use axum::{Json, Router, extract::State, routing::get};
 use chrono::Utc;
 use courier_core::{QueueName, repo};
 
 use crate::{
     auth::Caller,
-    error::{ApiError, Problem},
+    error::{ApiError, ReadProblems},
+    extract::QueuePath,
     state::AppState,
     views::{QueueList, QueueView},
 };
@@ -23,7 +20,7 @@ pub(super) fn router() -> Router<AppState> {
 
 /// Depth of every queue that has live jobs, dead jobs or jobs finished in the last hour.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
-    responses((status = 200, body = QueueList), (status = 503, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = QueueList), ReadProblems))]
 pub async fn list_queues(
     State(state): State<AppState>,
     caller: Caller,
@@ -51,7 +48,7 @@ pub async fn list_queues(
             .filter(|d| caller.may_use(d.queue.as_str()))
             .map(|d| {
                 let flow = flow_of(&d.queue);
-                QueueView::new(d, flow, now)
+                crate::views::queue_view(d, flow, now)
             })
             .collect(),
     }))
@@ -62,18 +59,12 @@ pub async fn list_queues(
     params(("name" = String, Path, description = "Queue name")),
     responses(
         (status = 200, body = QueueView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn get_queue(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    QueuePath(queue): QueuePath,
 ) -> Result<Json<QueueView>, ApiError> {
-    let queue =
-        QueueName::parse(&name).map_err(|m| ApiError::BadRequest(format!("queue name {m}")))?;
-    caller.check_queue(queue.as_str())?;
     let flow = repo::flow::queue_settings(&state.db, &queue)
         .await?
         .map(|row| row.flow())
@@ -83,5 +74,5 @@ pub async fn get_queue(
         .into_iter()
         .next()
         .unwrap_or_else(|| repo::QueueDepth::empty(queue));
-    Ok(Json(QueueView::new(depth, flow, Utc::now())))
+    Ok(Json(crate::views::queue_view(depth, flow, Utc::now())))
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Caller,
-    error::{ApiError, Problem},
+    error::{ApiError, Problem, ReadProblems, WriteProblems},
     extract::ApiJson,
     requests::{
         BackfillRequest, MAX_BACKFILL, ParseContext, PauseRequest, SchedulePatch, ScheduleRequest,
@@ -114,7 +114,7 @@ async fn store(
 }
 
 fn view(state: &AppState, row: &ScheduleRow, def: &ScheduleDef) -> ScheduleView {
-    ScheduleView::new(row, def, state.clock.now())
+    crate::views::schedule_view(row, def, state.clock.now())
 }
 
 fn created(state: &AppState, row: &ScheduleRow, def: &ScheduleDef) -> Response {
@@ -132,12 +132,8 @@ fn created(state: &AppState, row: &ScheduleRow, def: &ScheduleDef) -> Response {
 #[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleRequest,
     responses(
         (status = 201, description = "Stored; its first occurrence is in `next_occurrences`", body = ScheduleView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
         (status = 409, description = "A schedule of that name exists (PUT replaces it)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_schedule(
     State(state): State<AppState>,
@@ -172,11 +168,7 @@ pub async fn create_schedule(
     responses(
         (status = 200, description = "Replaced", body = ScheduleView),
         (status = 201, description = "Created", body = ScheduleView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn put_schedule(
     State(state): State<AppState>,
@@ -227,12 +219,7 @@ pub async fn put_schedule(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 200, body = ScheduleView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn patch_schedule(
     State(state): State<AppState>,
@@ -256,8 +243,7 @@ pub async fn patch_schedule(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 200, body = ScheduleView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn get_schedule(
     State(state): State<AppState>,
@@ -304,9 +290,7 @@ fn page_query(query: Option<&str>) -> Result<(i64, Option<String>), ApiError> {
     ),
     responses(
         (status = 200, body = ScheduleList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn list_schedules(
     State(state): State<AppState>,
@@ -345,8 +329,7 @@ pub async fn list_schedules(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn delete_schedule(
     State(state): State<AppState>,
@@ -364,12 +347,7 @@ pub async fn delete_schedule(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 200, body = ScheduleView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn pause_schedule(
     State(state): State<AppState>,
@@ -392,8 +370,7 @@ pub async fn pause_schedule(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 200, body = ScheduleView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn resume_schedule(
     State(state): State<AppState>,
@@ -427,8 +404,7 @@ async fn set_paused(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 200, description = "The occurrence: fired with its job, buffered, or skipped (overlap)", body = RunView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn trigger_schedule(
     State(state): State<AppState>,
@@ -464,12 +440,8 @@ pub async fn trigger_schedule(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 200, description = "Each occurrence of the range, fired now or earlier", body = RunPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
         (status = 422, description = "A bad range, or more than 1000 occurrences in it", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn backfill_schedule(
     State(state): State<AppState>,
@@ -524,10 +496,7 @@ pub async fn backfill_schedule(
     ),
     responses(
         (status = 200, body = RunPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
     ))]
 pub async fn list_runs(
     State(state): State<AppState>,

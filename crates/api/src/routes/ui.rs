@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::{
     auth::{SESSION_COOKIE, key_for_sign_in, session_cookie},
-    error::{ApiError, Problem},
+    error::{ApiError, Problem, ReadProblems, WriteProblems},
     extract::ApiJson,
     state::AppState,
 };
@@ -174,12 +174,8 @@ fn cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
     security(()),
     responses(
         (status = 200, body = SessionView, headers(("Set-Cookie" = String, description = "The HttpOnly session cookie"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
         (status = 401, description = "The key is unknown or revoked; no cookie is set", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn sign_in(
     State(state): State<AppState>,
@@ -188,7 +184,7 @@ pub async fn sign_in(
     if !state.settings.auth.enabled {
         return Ok(Json(SessionView::anonymous()).into_response());
     }
-    let key = key_for_sign_in(&state, body.value.key.trim())
+    let key = key_for_sign_in(&state.auth_state(), body.value.key.trim())
         .await?
         .ok_or(ApiError::Unauthorized("this key is unknown or revoked"))?;
     let session =
@@ -206,8 +202,8 @@ pub async fn sign_in(
     security(()),
     responses(
         (status = 200, body = SessionView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
+        (status = 401, description = "Not signed in, or the session has ended", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_session(
     State(state): State<AppState>,
@@ -230,7 +226,7 @@ pub async fn get_session(
     security(()),
     responses(
         (status = 204, description = "Signed out"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ))]
 pub async fn sign_out(
     State(state): State<AppState>,

@@ -1,6 +1,5 @@
 //! Turning decided occurrences into jobs and runs, inside the caller's transaction: each
-//! fired occurrence becomes a job inserted through the same statement as
-//! `POST /v1/jobs`, with the idempotency key `schedule:{id}:{occurrence}`, so an
+//! fired occurrence becomes a job accepted as `POST /v1/jobs` accepts one (`stages::accept`), with the idempotency key `schedule:{id}:{occurrence}`, so an
 //! occurrence makes exactly one job however many schedulers decide it; each occurrence
 //! gets its run. The scheduler, trigger and backfill all fire through here.
 
@@ -14,6 +13,7 @@ use courier_core::{
         schedules::{NewRun, RunKind, RunOutcome},
     },
     schedule::{JobTemplate, ScheduleDef, SkipReason},
+    stages::accept,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -202,16 +202,13 @@ impl<'a> Firing<'a> {
     /// # Errors
     /// PostgreSQL unreachable or refusing.
     pub async fn commit(self, tx: &mut PgConnection) -> Result<Fired, RepoError> {
-        let outbox = OutboxId::new();
-        let specs: Vec<String> = self.jobs.iter().map(|j| j.spec.to_json()).collect();
-        let inserted =
-            repo::insert_jobs(&mut *tx, &self.jobs, &specs, &self.keys, outbox, self.now).await?;
+        let accepted = accept(&mut *tx, &self.jobs, &self.keys, self.now).await?;
         // An occurrence fired before (a backfill racing the calendar) keeps its first job.
         let taken: Vec<String> = self
-            .jobs
+            .keys
             .iter()
-            .zip(&self.keys)
-            .filter(|(job, _)| !inserted.contains(&job.id))
+            .enumerate()
+            .filter(|(i, _)| !accepted.created(*i))
             .filter_map(|(_, key)| key.as_ref().map(|k| k.key.clone()))
             .collect();
         let earlier = if taken.is_empty() {
@@ -251,8 +248,8 @@ impl<'a> Firing<'a> {
             .filter_map(|run| match run.outcome {
                 Pending::Fired(i) => Some((
                     run.queue.clone(),
-                    inserted
-                        .contains(&self.jobs[i].id)
+                    accepted
+                        .created(i)
                         .then(|| Some((self.now - run.occurrence).as_seconds_f64())),
                 ))
                 .filter(|(_, late)| late.is_some()),
@@ -260,18 +257,10 @@ impl<'a> Firing<'a> {
                 Pending::Skipped(_) => Some((run.queue.clone(), None)),
             })
             .collect();
-        let dispatch = self
-            .jobs
-            .into_iter()
-            .zip(specs)
-            .filter(|(job, _)| inserted.contains(&job.id))
-            .map(|(job, spec)| {
-                Dispatch::with_payload(job.id, job.queue, spec, &job.spec, job.run_at, 0)
-            })
-            .collect();
+        let outbox = accepted.outbox;
         Ok(Fired {
             job_ids,
-            dispatch,
+            dispatch: accepted.into_dispatches(),
             outbox,
             occurrences,
         })

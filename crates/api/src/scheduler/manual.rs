@@ -40,7 +40,7 @@ impl Scheduler {
         row: &ScheduleRow,
         def: &ScheduleDef,
     ) -> Result<Option<(DateTime<Utc>, Triggered)>, SchedulerError> {
-        let now = courier_core::repo::to_micros(self.clock.now());
+        let now = courier_core::domain::to_micros(self.clock.now());
         let mut tx = self.db.begin().await?;
         let Some(row) = store::lock_schedule(&mut *tx, &row.name).await? else {
             return Ok(None);
@@ -124,7 +124,7 @@ impl Scheduler {
         def: &ScheduleDef,
         occurrences: &[DateTime<Utc>],
     ) -> Result<Vec<Backfilled>, SchedulerError> {
-        let now = courier_core::repo::to_micros(self.clock.now());
+        let now = courier_core::domain::to_micros(self.clock.now());
         let mut tx = self.db.begin().await?;
         let before = store::fired_among(&mut *tx, row.id, occurrences).await?;
         let mut firing = Firing::new(&self.secrets, now);

@@ -16,7 +16,7 @@ use courier_core::{
     QueueName,
     clock::SharedClock,
     crypto::SecretBox,
-    maintenance::{Dispatcher, MaintenanceError},
+    maintenance::MaintenanceError,
     queue::RedisQueue,
     repo::{
         self,
@@ -24,6 +24,7 @@ use courier_core::{
     },
     schedule::{Due, Fate, plan},
     settings::SchedulerSettings,
+    stages::{Dispatcher, record},
 };
 use sqlx::{PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
@@ -124,7 +125,7 @@ impl Scheduler {
     /// One batch: claims, decides, inserts and advances in one transaction, then sends
     /// the new jobs to Redis.
     async fn pass(&self) -> Result<usize, SchedulerError> {
-        let now = courier_core::repo::to_micros(self.clock.now());
+        let now = courier_core::domain::to_micros(self.clock.now());
         let mut tx = self.db.begin().await?;
         let claimed = store::claim_due(&mut *tx, now, self.settings.batch as i64).await?;
         if claimed.is_empty() {
@@ -245,9 +246,7 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let id = job.into();
         // A callback this makes is sent by the dispatcher's outbox pass.
-        if repo::cancel_job(&mut *tx, &self.secrets, id)
-            .await?
-            .is_some()
+        if record::cancel(&mut *tx, &self.secrets, id).await?.is_some()
             && let Ok(queue) = QueueName::parse(queue)
         {
             self.queue
@@ -305,7 +304,7 @@ impl Scheduler {
 
     /// When to look again.
     async fn next_wake(&self) -> DateTime<Utc> {
-        let now = courier_core::repo::to_micros(self.clock.now());
+        let now = courier_core::domain::to_micros(self.clock.now());
         let longest = now + chrono::Duration::from_std(LONGEST_SLEEP).unwrap_or_default();
         match store::next_wake(&self.db).await {
             Ok((next, buffered)) => {

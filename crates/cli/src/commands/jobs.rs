@@ -1,6 +1,6 @@
 //! `courier get`, `list`, `cancel` and `retry`.
 
-use courier_core::views::{ExecutionList, JobPage, JobView};
+use courier_wire::{ExecutionList, JobPage, JobView};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -128,7 +128,7 @@ pub fn print_job(job: &JobView) -> Result<(), CliError> {
 }
 
 /// `200 in 12 ms`, `connection refused after 3.0 s`.
-pub fn describe_outcome(last: &courier_core::views::LastOutcome) -> String {
+pub fn describe_outcome(last: &courier_wire::LastOutcome) -> String {
     let duration = output::duration_ms(u64::from(last.duration_ms));
     // A failed status's error is only `HTTP 503`: the code says it already.
     let error = last

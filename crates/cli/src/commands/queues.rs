@@ -1,6 +1,6 @@
 //! `courier queues`: depth per state, throughput of the last hour, flow control.
 
-use courier_core::views::{QueueList, QueueView};
+use courier_wire::{QueueList, QueueView};
 
 use super::Context;
 use crate::{

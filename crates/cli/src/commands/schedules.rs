@@ -1,6 +1,6 @@
 //! `courier schedules`: the schedules, one with its next occurrences, or its runs.
 
-use courier_core::views::{RunPage, ScheduleList, ScheduleView};
+use courier_wire::{RunPage, ScheduleList, ScheduleView};
 use serde_json::{Value, json};
 
 use super::Context;

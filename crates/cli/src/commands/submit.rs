@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, io::Read};
 
-use courier_core::views::JobView;
+use courier_wire::JobView;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use courier_core::{JobState, views::JobView};
+use courier_wire::{JobState, JobView};
 
 use super::{Context, jobs::describe_outcome};
 use crate::{

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use courier_core::views::{BatchAccepted, Problem};
+use courier_wire::{BatchAccepted, Problem};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 

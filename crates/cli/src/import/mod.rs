@@ -25,7 +25,7 @@ use std::{
     },
 };
 
-use courier_core::views::JobPage;
+use courier_wire::JobPage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

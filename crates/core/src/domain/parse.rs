@@ -4,27 +4,11 @@
 //! callbacks).
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{Backoff, Labels, Method, Target, TargetUrl};
 use crate::settings::JobLimits;
 
-/// One problem with one field of a request, by its JSON path (`target.url`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use courier_wire::FieldError;
 
 /// Collects field errors while a request is parsed, so a client hears of all of them.
 /// Fields are named relative to a prefix (`job.` inside a schedule).

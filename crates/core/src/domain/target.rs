@@ -1,7 +1,6 @@
 //! What a job calls: URL, method, headers and body.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::redact::{REDACTED, is_secret_header};
 use crate::crypto::{SealError, SecretBox};
@@ -70,36 +69,7 @@ impl From<TargetUrl> for String {
     }
 }
 
-/// The HTTP methods a job may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Method {
-    Get,
-    #[default]
-    Post,
-    Put,
-    Patch,
-    Delete,
-    Head,
-}
-
-impl Method {
-    /// `POST`, the default.
-    pub fn is_post(&self) -> bool {
-        *self == Self::Post
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Get => "GET",
-            Self::Post => "POST",
-            Self::Put => "PUT",
-            Self::Patch => "PATCH",
-            Self::Delete => "DELETE",
-            Self::Head => "HEAD",
-        }
-    }
-}
+pub use courier_wire::Method;
 
 /// A validated call: the headers are valid HTTP, within the limits, and none is
 /// hop-by-hop or reserved for Courier.

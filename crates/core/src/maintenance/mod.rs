@@ -1,8 +1,8 @@
 //! Background work that keeps PostgreSQL (the system of record) and Redis (dispatch) in
 //! step. The API and every worker run it, so it goes on while any Courier process is up:
 //!
-//! - [`dispatch`]: sends jobs whose dispatch failed (Redis down, a process killed
-//!   between commit and dispatch); the API's intake dispatches through it too;
+//! - the outbox pass of [`crate::stages::dispatch`]: sends jobs whose dispatch failed
+//!   (Redis down, a process killed between commit and dispatch);
 //! - [`reconcile`]: notices that Redis lost data (a wipe removes the marker key, a
 //!   restart changes Redis's `run_id`; AOF `everysec` can lose the last second) and then,
 //!   once, re-dispatches every live job Redis no longer has and drops jobs Redis still
@@ -15,7 +15,6 @@
 //!   runs again jobs whose result never reached PostgreSQL;
 //! - [`retention`]: deletes finished jobs past their time (API only).
 
-pub mod dispatch;
 pub mod flow;
 pub mod missing;
 pub mod reconcile;
@@ -28,7 +27,6 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use dispatch::Dispatcher;
 pub use flow::FlowMirror;
 pub use missing::MissingCheck;
 pub use reconcile::{Reconciled, Reconciler};
@@ -40,10 +38,11 @@ use crate::{
     crypto::SecretBox,
     queue::{QueueError, RedisQueue},
     repo::RepoError,
+    stages::Dispatcher,
 };
 
 /// Most rows or entries handled in one pass.
-const BATCH: i64 = 500;
+pub(crate) const BATCH: i64 = 500;
 
 /// A failure of one maintenance pass.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +53,9 @@ pub enum MaintenanceError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// Another process holds the lock of this work for longer than it should take.
+    #[error("{0}")]
+    Busy(&'static str),
 }
 
 /// The connections every maintenance loop works over.
@@ -132,8 +134,12 @@ impl Maintenance {
 
 /// Runs `pass` every `interval` until `stop`; a pass that returns `true` (more to do)
 /// runs again at once. Failures are logged and retried on the next tick.
-async fn repeat<F, Fut>(stop: &CancellationToken, interval: Duration, mut pass: F, what: &str)
-where
+pub(crate) async fn repeat<F, Fut>(
+    stop: &CancellationToken,
+    interval: Duration,
+    mut pass: F,
+    what: &str,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, MaintenanceError>>,
 {

@@ -19,8 +19,8 @@ use crate::{
 /// How often Redis is checked for data loss: a lost job is back within a few seconds.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 const LOCK: Duration = Duration::from_secs(10);
-/// On a Cluster, how often PostgreSQL is asked which queues have live jobs.
-const LIVE_QUEUES_EVERY: Duration = Duration::from_secs(10);
+/// How often PostgreSQL is asked which queues have live jobs.
+const LIVE_QUEUES_EVERY: Duration = Duration::from_secs(2);
 
 /// What a reconciliation changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub struct Reconciler {
     queue: RedisQueue,
     recovery: Recovery,
     flow: FlowMirror,
-    /// On a Cluster: the queues with live jobs, and when PostgreSQL said so.
+    /// The queues with live jobs, and when PostgreSQL said so.
     live_queues: Arc<Mutex<Option<LiveQueues>>>,
 }
 
@@ -90,11 +90,17 @@ impl Reconciler {
         if self.queue.is_cluster() {
             return self.check_cluster().await;
         }
+        self.repair_queue_set().await?;
         let state = self.queue.marker(Marker::All).await?;
         if state.is_settled() {
             return Ok(None);
         }
         let work = async {
+            // Another process may have reconciled since the look above.
+            let state = self.queue.marker(Marker::All).await?;
+            if state.is_settled() {
+                return Ok(None);
+            }
             if state.marker.is_some() {
                 tracing::warn!(
                     run_id = state.run_id,
@@ -118,9 +124,9 @@ impl Reconciler {
                     "redis lost data again while it was being reconciled; reconciling again"
                 );
             }
-            Ok(done)
+            Ok(Some(done))
         };
-        let Some(done) = self.locked(work).await? else {
+        let Some(Some(done)) = self.locked(work).await? else {
             return Ok(None);
         };
         done.log(None);
@@ -133,15 +139,7 @@ impl Reconciler {
     /// data), so a failover re-dispatches only what the failed master held.
     async fn check_cluster(&self) -> Result<Option<Reconciled>, MaintenanceError> {
         let mut stale = Vec::new();
-        let watched = self.watched_queues().await?;
-        let missing = self.queue.ensure_registered(&watched).await?;
-        if missing > 0 {
-            tracing::warn!(
-                queues = missing,
-                "the queue set lost queues that have live jobs (its master lost its data); put them back"
-            );
-        }
-        for queue in watched {
+        for queue in self.repair_queue_set().await? {
             if !self.queue.marker(Marker::Queue(&queue)).await?.is_settled() {
                 stale.push(queue);
             }
@@ -150,16 +148,26 @@ impl Reconciler {
             return Ok(None);
         }
         let work = async {
+            // Another process may have reconciled some since the look above.
+            let mut still = Vec::with_capacity(stale.len());
+            for queue in &stale {
+                if !self.queue.marker(Marker::Queue(queue)).await?.is_settled() {
+                    still.push(queue.clone());
+                }
+            }
+            if still.is_empty() {
+                return Ok(None);
+            }
             tracing::warn!(
-                queues = ?stale.iter().map(QueueName::as_str).collect::<Vec<_>>(),
+                queues = ?still.iter().map(QueueName::as_str).collect::<Vec<_>>(),
                 "these queues' redis master changed, restarted or lost data; reconciling them with postgresql"
             );
-            let mut claims = Vec::with_capacity(stale.len());
-            for queue in &stale {
+            let mut claims = Vec::with_capacity(still.len());
+            for queue in &still {
                 claims.push(self.queue.claim_marker(Marker::Queue(queue)).await?);
             }
-            let done = self.reconcile_queues(Some(&stale)).await?;
-            for (queue, claim) in stale.iter().zip(&claims) {
+            let done = self.reconcile_queues(Some(&still)).await?;
+            for (queue, claim) in still.iter().zip(&claims) {
                 if !self
                     .queue
                     .settle_marker(Marker::Queue(queue), claim)
@@ -171,18 +179,37 @@ impl Reconciler {
                     );
                 }
             }
-            Ok(done)
+            Ok(Some((still.len(), done)))
         };
-        let Some(done) = self.locked(work).await? else {
+        let Some(Some((queues, done))) = self.locked(work).await? else {
             return Ok(None);
         };
-        done.log(Some(stale.len()));
+        done.log(Some(queues));
         Ok(Some(done))
     }
 
-    /// The queues a Cluster's check looks at: those in Redis's queue set, and those
-    /// PostgreSQL has live jobs of (asked every [`LIVE_QUEUES_EVERY`]), since the
-    /// master that holds the set may be the one that lost data.
+    /// Puts back into Redis's set of queues every queue that has live jobs, and returns
+    /// the queues there are: those in the set, and those PostgreSQL has live jobs of
+    /// (asked every [`LIVE_QUEUES_EVERY`]). Workers serving every queue read the set,
+    /// and the flow-control mirror covers its queues; after a loss of data it is
+    /// empty, and a process whose own note says it registered a queue recently adds
+    /// it again only after [`crate::queue`]'s re-registration time, or never if no job
+    /// of that queue comes: jobs put back, or dispatched, meanwhile would wait unseen.
+    async fn repair_queue_set(&self) -> Result<Vec<QueueName>, MaintenanceError> {
+        let watched = self.watched_queues().await?;
+        let missing = self.queue.ensure_registered(&watched).await?;
+        if missing > 0 {
+            tracing::warn!(
+                queues = missing,
+                "the queue set lost queues that have live jobs (redis lost data); put them back"
+            );
+        }
+        Ok(watched)
+    }
+
+    /// The queues a check looks at: those in Redis's queue set, and those PostgreSQL
+    /// has live jobs of (asked every [`LIVE_QUEUES_EVERY`]), since the queue set may
+    /// be what Redis lost (on a Cluster, the master holding the set).
     async fn watched_queues(&self) -> Result<Vec<QueueName>, MaintenanceError> {
         let mut queues = self.queue.known_queues().await?;
         let cached = {
@@ -212,10 +239,10 @@ impl Reconciler {
     /// while it goes on; `None` when another process holds it. The lock is short, so a
     /// process that dies mid-reconciliation holds up the next one by seconds, not
     /// minutes.
-    async fn locked(
+    async fn locked<T>(
         &self,
-        work: impl std::future::Future<Output = Result<Reconciled, MaintenanceError>>,
-    ) -> Result<Option<Reconciled>, MaintenanceError> {
+        work: impl std::future::Future<Output = Result<T, MaintenanceError>>,
+    ) -> Result<Option<T>, MaintenanceError> {
         let Some(lock) = self.queue.try_lock(Lock::Reconcile, LOCK).await? else {
             return Ok(None);
         };

@@ -8,12 +8,19 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{BATCH, Dispatcher, FlowMirror, MaintenanceError};
-use crate::crypto::SecretBox;
+use super::{BATCH, FlowMirror, MaintenanceError};
 use crate::{
     JobId, QueueName,
-    queue::{Dispatch, RedisQueue},
-    repo::{self, AttemptEnd, HistoryBatch, JobRow},
+    crypto::SecretBox,
+    domain::Job,
+    queue::{Dispatch, Lock, RedisQueue},
+    repo,
+    stages::{
+        Dispatcher,
+        attempt::AttemptEnd,
+        dispatch,
+        record::{self, HistoryBatch},
+    },
 };
 
 /// How often the journal and running jobs are checked.
@@ -25,6 +32,9 @@ const JOURNAL_AGE: Duration = Duration::from_secs(10);
 const STUCK_MARGIN: Duration = Duration::from_secs(5);
 /// Far longer than a worker's history batch takes to land in PostgreSQL.
 const SETTLE: Duration = Duration::from_secs(2);
+/// How long one redispatch may hold its lock, and how long another waits for it: far
+/// longer than re-reading and re-dispatching even a whole Redis's worth of jobs takes.
+const REDISPATCH_LOCK: Duration = Duration::from_secs(30);
 
 /// Replays orphaned journal entries and runs again jobs whose result was lost.
 #[derive(Clone)]
@@ -71,7 +81,7 @@ impl Recovery {
                         }
                     }
                 }
-                let written = repo::write_history(&self.db, &self.secrets, &batch).await?;
+                let written = record::write_history(&self.db, &self.secrets, &batch).await?;
                 Dispatcher::new(self.db.clone(), self.queue.clone())
                     .dispatch_callbacks(written.callbacks)
                     .await;
@@ -132,6 +142,38 @@ impl Recovery {
             return Ok(0);
         }
         tokio::time::sleep(SETTLE).await;
+        // One process at a time, from here to the enqueue: two processes that both saw
+        // the job missing (each process recovers, and reconciles, and checks) would
+        // otherwise both put it back, and the second could do so after the first
+        // copy had already run and ended: a second call. Under the lock, whoever comes
+        // second sees the first copy in Redis, or its end in the journal.
+        let lock = self.lock_redispatch().await?;
+        let done = self.redispatch_locked(candidates).await;
+        self.queue.unlock(Lock::Redispatch, &lock).await?;
+        done
+    }
+
+    /// Takes the redispatch lock, waiting for another process's redispatch to end.
+    async fn lock_redispatch(&self) -> Result<String, MaintenanceError> {
+        let deadline = tokio::time::Instant::now() + REDISPATCH_LOCK;
+        loop {
+            if let Some(token) = self
+                .queue
+                .try_lock(Lock::Redispatch, REDISPATCH_LOCK)
+                .await?
+            {
+                return Ok(token);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MaintenanceError::Busy(
+                    "another process is dispatching lost jobs",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn redispatch_locked(&self, candidates: &[JobId]) -> Result<usize, MaintenanceError> {
         // A result waiting in the journal is not lost: record it first.
         self.flush_journal(Duration::ZERO).await?;
         let again = repo::get_jobs(&self.db, candidates)
@@ -144,10 +186,10 @@ impl Recovery {
             .await?
             .iter()
             .map(|row| {
-                let mut job = row.to_dispatch();
+                let mut job = dispatch::of(row);
                 // Losing a job is Courier's fault, not the target's: a job lost in its
                 // last attempt gets one more rather than dying of the loss.
-                job.attempts = job.attempts.min(row.spec.0.max_attempts.saturating_sub(1));
+                job.attempts = job.attempts.min(row.spec.max_attempts.saturating_sub(1));
                 job
             })
             .collect();
@@ -161,11 +203,8 @@ impl Recovery {
     ///
     /// # Errors
     /// Redis unreachable.
-    pub async fn missing_from_redis(
-        &self,
-        rows: Vec<JobRow>,
-    ) -> Result<Vec<JobRow>, MaintenanceError> {
-        let mut by_queue: BTreeMap<QueueName, Vec<JobRow>> = BTreeMap::new();
+    pub async fn missing_from_redis(&self, rows: Vec<Job>) -> Result<Vec<Job>, MaintenanceError> {
+        let mut by_queue: BTreeMap<QueueName, Vec<Job>> = BTreeMap::new();
         for row in rows {
             by_queue.entry(row.queue.clone()).or_default().push(row);
         }

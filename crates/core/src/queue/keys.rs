@@ -10,6 +10,8 @@ pub enum Lock {
     Reconcile,
     /// A pass of the check for waiting jobs that Redis lacks.
     MissingCheck,
+    /// Putting back jobs found lost, from the last look to the enqueue.
+    Redispatch,
 }
 
 /// The key names of one deployment (one prefix).
@@ -130,6 +132,7 @@ impl Keys {
         match lock {
             Lock::Reconcile => format!("{}:reconcile-lock", self.prefix),
             Lock::MissingCheck => format!("{}:missing-check-lock", self.prefix),
+            Lock::Redispatch => format!("{}:redispatch-lock", self.prefix),
         }
     }
 

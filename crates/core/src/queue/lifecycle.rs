@@ -12,9 +12,7 @@ use super::{
     QueueError, QueueKeys, REGISTER_EVERY, RedisQueue,
     connection::{PUBSUB_SETUP, Waiter, WaiterInner, timed_out},
     parse_count, parse_id, parse_token,
-    types::{
-        Cancelled, Completion, Dispatch, Ending, Fetched, Leased, Reaped, Token, Unreadable, Wake,
-    },
+    types::{Cancelled, Dispatch, Ending, Fetched, Leased, Reaped, Token, Unreadable, Wake},
 };
 use crate::domain::{JobId, QueueName};
 
@@ -283,10 +281,10 @@ impl RedisQueue {
     ///
     /// # Errors
     /// Redis unreachable.
-    pub async fn complete(
+    pub async fn complete<E: std::borrow::Borrow<Ending>>(
         &self,
         queue: &QueueName,
-        items: &[Ending<'_>],
+        items: &[E],
     ) -> Result<Vec<bool>, QueueError> {
         let k = self.keys.queue(queue);
         let mut call = self.scripts().complete.prepare_invoke();
@@ -302,10 +300,10 @@ impl RedisQueue {
             .key(&k.journal_at);
         flow_keys(&mut call, &k);
         for item in items {
-            let at = match item.completion {
-                Completion::Done => "-".to_string(),
-                Completion::RetryAt(at) => at.timestamp_millis().to_string(),
-            };
+            let item = item.borrow();
+            let at = item
+                .retry_at
+                .map_or_else(|| "-".to_string(), |at| at.timestamp_millis().to_string());
             let pause = item
                 .key_pause_until
                 .map_or(String::new(), |at| at.timestamp_millis().to_string());
@@ -314,7 +312,7 @@ impl RedisQueue {
                 .arg(at)
                 .arg(item.priority)
                 .arg(pause)
-                .arg(item.record);
+                .arg(&item.record);
         }
         let applied: Vec<i64> = call.invoke_async(&mut self.conn()).await?;
         Ok(applied.into_iter().map(|a| a == 1).collect())

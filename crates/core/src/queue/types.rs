@@ -86,28 +86,20 @@ pub struct Unreadable {
     pub error: String,
 }
 
-/// How an attempt ends, as far as Redis is concerned.
-#[derive(Debug, Clone, Copy)]
-pub enum Completion {
-    /// Succeeded or dead: the job leaves Redis.
-    Done,
-    /// Try again at this time.
-    RetryAt(DateTime<Utc>),
-}
-
-/// The end of one attempt, for [`super::RedisQueue::complete`].
-#[derive(Debug, Clone, Copy)]
-pub struct Ending<'a> {
+/// An attempt's end as [`super::RedisQueue::complete`] takes it: what Redis does with
+/// the job, and the end itself (`stages::attempt::AttemptEnd`) as JSON for the journal.
+#[derive(Debug, Clone)]
+pub struct Ending {
     pub id: JobId,
     pub token: Token,
     pub priority: u8,
-    pub completion: Completion,
+    /// When to try again; `None`: the job succeeded or is dead, and leaves Redis.
+    pub retry_at: Option<DateTime<Utc>>,
     /// Until when the job's flow key waits (the target answered 429 or 503 with
     /// `Retry-After`); ignored for a job without a key.
     pub key_pause_until: Option<DateTime<Utc>>,
-    /// The attempt's record (an `AttemptEnd` as JSON), kept in the journal until
-    /// PostgreSQL has it.
-    pub record: &'a str,
+    /// The attempt's end as JSON, kept in the journal until PostgreSQL has it.
+    pub record: String,
 }
 
 /// The journal entry of an attempt's record: `id:token`, with a kind for records other

@@ -6,15 +6,10 @@
 //! last error), so the count a dashboard shows before confirming is the count it acts on.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor, types::Json};
+use sqlx::{PgExecutor, types::Json};
 
 use super::RepoError;
-use crate::{
-    callbacks,
-    crypto::SecretBox,
-    domain::{JobId, JobSpec, JobState, Labels, QueueName},
-    queue::Dispatch,
-};
+use crate::domain::{JobId, JobSpec, JobState, Labels, QueueName};
 
 /// Jobs changed per statement.
 pub const BATCH: i64 = 1000;
@@ -58,11 +53,11 @@ impl BulkAction {
 /// `$8` is `as_of`: for a retry the job had ended by then, for a cancel it existed.
 fn predicate(action: BulkAction) -> String {
     let (states, as_of) = match action {
-        BulkAction::Retry => ("'dead', 'cancelled'", "finished_at <= $8"),
-        BulkAction::Cancel => ("'scheduled', 'queued', 'running'", "created_at <= $8"),
+        BulkAction::Retry => ("state IN ('dead', 'cancelled')", "finished_at <= $8"),
+        BulkAction::Cancel => ("job_is_live(state)", "created_at <= $8"),
     };
     format!(
-        "state IN ({states}) AND {as_of}
+        "{states} AND {as_of}
          AND ($1::text IS NULL OR queue = $1)
          AND ($2::text[] IS NULL OR queue = ANY($2))
          AND ($3::job_state IS NULL OR job_effective_state(state, run_at) = $3)
@@ -107,6 +102,15 @@ pub async fn count(
     Ok(n)
 }
 
+/// A job put back to run, as dispatching it needs.
+#[derive(Debug, Clone)]
+pub struct Reset {
+    pub id: JobId,
+    pub queue: QueueName,
+    pub spec: JobSpec,
+    pub run_at: DateTime<Utc>,
+}
+
 /// Puts the next batch (ids above `after`) of matching dead or cancelled jobs back to
 /// run from their first attempt, in a new round, each with its dispatch outbox row: the
 /// jobs to send to Redis once committed.
@@ -118,7 +122,7 @@ pub async fn retry_batch(
     filter: &BulkFilter,
     as_of: DateTime<Utc>,
     after: Option<JobId>,
-) -> Result<Vec<Dispatch>, RepoError> {
+) -> Result<Vec<Reset>, RepoError> {
     let sql = format!(
         "WITH picked AS (
              SELECT id FROM jobs WHERE {} AND ($9::uuid IS NULL OR id > $9)
@@ -143,29 +147,26 @@ pub async fn retry_batch(
             .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, queue, spec, run_at)| Dispatch::new(id, queue, &spec.0, run_at, 0))
+        .map(|(id, queue, spec, run_at)| Reset {
+            id,
+            queue,
+            spec: spec.0,
+            run_at,
+        })
         .collect())
 }
 
-/// One batch of a bulk cancel, still uncommitted: the jobs cancelled (by queue, to take
-/// out of Redis before the commit) and their callbacks.
-pub struct Cancelled {
-    pub jobs: Vec<(JobId, QueueName)>,
-    pub callbacks: callbacks::Made,
-}
-
-/// Cancels the next batch (ids above `after`) of matching live jobs in `tx`, making the
-/// callbacks of those that call back on `cancelled`.
+/// Cancels the next batch (ids above `after`) of matching live jobs; returns them, by
+/// id, with their queues (to take out of Redis before the commit).
 ///
 /// # Errors
 /// PostgreSQL unreachable.
 pub async fn cancel_batch(
-    tx: &mut PgConnection,
-    secrets: &SecretBox,
+    db: impl PgExecutor<'_>,
     filter: &BulkFilter,
     as_of: DateTime<Utc>,
     after: Option<JobId>,
-) -> Result<Cancelled, RepoError> {
+) -> Result<Vec<(JobId, QueueName)>, RepoError> {
     let sql = format!(
         "WITH picked AS (
              SELECT id FROM jobs WHERE {} AND ($9::uuid IS NULL OR id > $9)
@@ -180,10 +181,8 @@ pub async fn cancel_batch(
         bind(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter, as_of)
             .bind(after.map(|id| id.as_uuid()))
             .bind(BATCH)
-            .fetch_all(&mut *tx)
+            .fetch_all(db)
             .await?;
     jobs.sort_by_key(|(id, _)| *id);
-    let ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
-    let callbacks = callbacks::make(tx, secrets, &ids, Utc::now()).await?;
-    Ok(Cancelled { jobs, callbacks })
+    Ok(jobs)
 }

@@ -7,7 +7,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, types::Json};
 use uuid::Uuid;
 
-use super::{JobRow, RepoError, rows::select_jobs};
+use super::{
+    RepoError,
+    rows::{jobs, select_jobs},
+};
+use crate::domain::Job;
 use crate::domain::{JobId, JobSpec, JobState, Labels, QueueName};
 
 /// The dispatch outbox entry of one committed batch of jobs: once they are all in Redis,
@@ -109,17 +113,19 @@ pub async fn lock_undispatched(
     db: impl PgExecutor<'_>,
     before: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<JobRow>, RepoError> {
-    Ok(select_jobs!(
-        "FROM jobs
+) -> Result<Vec<Job>, RepoError> {
+    Ok(jobs(
+        select_jobs!(
+            "FROM jobs
          WHERE id = ANY(ARRAY(SELECT job_id FROM job_dispatch WHERE created_at < $1
                               ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))
-           AND state IN ('scheduled', 'queued', 'running')",
-        before,
-        limit
-    )
-    .fetch_all(db)
-    .await?)
+           AND job_is_live(state)",
+            before,
+            limit
+        )
+        .fetch_all(db)
+        .await?,
+    ))
 }
 
 /// Drops outbox rows older than `before` whose job is finished or gone: there is
@@ -133,7 +139,7 @@ pub async fn drop_stale_dispatches(
 ) -> Result<u64, RepoError> {
     let done = sqlx::query!(
         "DELETE FROM job_dispatch d WHERE d.created_at < $1 AND NOT EXISTS (
-             SELECT 1 FROM jobs j WHERE j.id = d.job_id AND j.state IN ('scheduled', 'queued', 'running'))",
+             SELECT 1 FROM jobs j WHERE j.id = d.job_id AND job_is_live(j.state))",
         before
     )
     .execute(db)

@@ -7,9 +7,11 @@ use sqlx::PgPool;
 use super::RepoError;
 use crate::domain::JobId;
 
-/// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How an attempt ended. Stored as text (`job_executions.outcome`, whose `CHECK` lists
+/// the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
     /// The target answered with a status that is not a success, or the call could not be
@@ -41,7 +43,7 @@ pub struct ExecutionRow {
     pub round: i32,
     pub attempt: i32,
     pub worker: String,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub stale: bool,
     pub status_code: Option<i16>,
     pub error: Option<String>,
@@ -60,9 +62,9 @@ pub struct ExecutionRow {
 pub async fn list_executions(db: &PgPool, id: JobId) -> Result<Vec<ExecutionRow>, RepoError> {
     let rows = sqlx::query_as!(
         ExecutionRow,
-        "SELECT round, attempt, worker, outcome, stale, status_code, error, duration_ms, response_excerpt,
-                started_at, finished_at
-         FROM job_executions WHERE job_id = $1 ORDER BY round, attempt, started_at, id",
+        r#"SELECT round, attempt, worker, outcome AS "outcome: Outcome", stale, status_code, error,
+                  duration_ms, response_excerpt, started_at, finished_at
+           FROM job_executions WHERE job_id = $1 ORDER BY round, attempt, started_at, id"#,
         id as JobId
     )
     .fetch_all(db)

@@ -324,7 +324,7 @@ pub async fn flow_key_jobs(
              count(*) FILTER (WHERE state = 'running') AS "running!"
            FROM jobs
            WHERE spec ->> 'flow_key' IS NOT NULL AND spec ->> 'flow_key' = $1
-             AND state IN ('scheduled', 'queued', 'running')
+             AND job_is_live(state)
            GROUP BY queue ORDER BY queue"#,
         key.as_str()
     )

@@ -2,15 +2,11 @@
 //! dispatch outbox entry in the same statement), cancelling, and retrying.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::{OutboxId, RepoError};
-use crate::{
-    callbacks,
-    crypto::SecretBox,
-    domain::{JobId, JobState, NewJob, Token},
-};
+use crate::domain::{JobId, JobState, NewJob, Token};
 
 /// The idempotency key of a request and the hash of its body.
 #[derive(Debug, Clone)]
@@ -122,27 +118,19 @@ pub async fn find_by_idempotency_key(
     Ok(row.map(|r| (r.id, r.hash)))
 }
 
-/// Cancels a live job in `tx`, making its callback job when it calls back on
-/// `cancelled`; `None` when the job is not live (terminal or absent).
+/// Cancels a live job; `false` when the job is not live (terminal or absent).
 ///
 /// # Errors
 /// PostgreSQL unreachable.
-pub async fn cancel_job(
-    tx: &mut PgConnection,
-    secrets: &SecretBox,
-    id: JobId,
-) -> Result<Option<callbacks::Made>, RepoError> {
+pub async fn cancel_job(db: impl PgExecutor<'_>, id: JobId) -> Result<bool, RepoError> {
     let done = sqlx::query!(
         "UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
-         WHERE id = $1 AND state IN ('scheduled', 'queued', 'running')",
+         WHERE id = $1 AND job_is_live(state)",
         id as JobId
     )
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    if done.rows_affected() == 0 {
-        return Ok(None);
-    }
-    Ok(Some(callbacks::make(tx, secrets, &[id], Utc::now()).await?))
+    Ok(done.rows_affected() == 1)
 }
 
 /// Puts a dead or cancelled job back to run from its first attempt, in a new round;
@@ -194,7 +182,7 @@ pub async fn report_progress(
         Progress,
         r#"UPDATE jobs SET progress_percent = $3, progress_message = $4, progress_at = now(),
                   progress_token = $2
-           WHERE id = $1 AND state IN ('scheduled', 'queued', 'running')
+           WHERE id = $1 AND job_is_live(state)
              AND token <= $2 AND COALESCE(progress_token, 0) <= $2
            RETURNING progress_percent AS "percent!", progress_message AS message, progress_at AS "at!""#,
         id as JobId,

@@ -1,10 +1,12 @@
-//! The PostgreSQL repository, one module per concept. Functions take any `PgExecutor`,
-//! so a caller can run them inside its own transaction.
+//! The PostgreSQL repository: SQL only, one module per concept. Functions take any
+//! `PgExecutor`, so a caller can run them inside its own transaction; what a job's life
+//! does with them (and with Redis) is [`crate::stages`]'s.
 //!
 //! - [`rows`]: the job row, its one column list and effective state, and reads;
-//! - [`jobs`]: the API's writes (insert, cancel, retry);
+//! - [`jobs`]: inserting, cancelling and retrying jobs;
 //! - [`dispatch_outbox`]: committed jobs that may not have reached Redis yet;
-//! - [`history`] and [`executions`]: workers' batched writes, and attempts read back;
+//! - [`history`] and [`executions`]: attempts' starts and ends written in batches, and
+//!   attempts read back;
 //! - [`queue_counts`]: depth per queue;
 //! - [`schedules`]: schedules and their runs;
 //! - [`flow`]: queue settings and flow keys (flow control);
@@ -33,8 +35,8 @@ mod upkeep;
 pub use dispatch_outbox::*;
 pub use executions::{ExecutionRow, Outcome, list_executions};
 pub use history::{
-    AttemptEnd, ExecutionRecord, HistoryBatch, JobUpdate, Started, Written, record_history,
-    write_history,
+    ExecutionRecord, JobUpdate, Started, fill_cancelled_outcomes, mark_started, set_aside,
+    write_ends,
 };
 pub use jobs::*;
 pub use queue_counts::*;

@@ -149,7 +149,7 @@ pub async fn survivors(
     let t = ident(&p.jobs);
     let sql = format!(
         "SELECT (SELECT count(*) FROM (SELECT 1 FROM {t}
-                   WHERE state IN ('scheduled', 'queued', 'running') LIMIT $3) live)
+                   WHERE job_is_live(state) LIMIT $3) live)
               + (SELECT count(*) FROM (SELECT 1 FROM {t}
                    WHERE finished_at IS NOT NULL AND finished_at >= $1 AND state = 'succeeded' LIMIT $3) ok)
               + (SELECT count(*) FROM (SELECT 1 FROM {t}

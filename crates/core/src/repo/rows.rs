@@ -7,10 +7,12 @@ use sqlx::{PgExecutor, types::Json};
 use uuid::Uuid;
 
 use super::RepoError;
-use crate::domain::{JobId, JobSpec, JobState, Labels, NewJob, QueueName};
-use crate::queue::Dispatch;
+use crate::domain::{
+    ChildJob, Job, JobId, JobSpec, JobState, Labels, LastOutcome, Progress, QueueName,
+};
 
-/// A job as stored; `state` is its effective state (see the module docs).
+/// A job's row as read, `state` being its effective state (see the module docs); the
+/// repository hands out [`Job`]s made from it.
 #[derive(Debug, Clone)]
 pub struct JobRow {
     pub id: JobId,
@@ -36,13 +38,6 @@ pub struct JobRow {
     pub progress_at: Option<DateTime<Utc>>,
 }
 
-/// A job another job made (its callback), with its effective state.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct ChildJob {
-    pub id: JobId,
-    pub state: JobState,
-}
-
 /// `sqlx::query_as!(JobRow, ...)` over the one column list, followed by `$tail` (the
 /// `FROM` clause on): `select_jobs!("FROM jobs WHERE id = $1", id)`.
 macro_rules! select_jobs {
@@ -57,7 +52,7 @@ macro_rules! select_jobs {
                       jobs.callback_of AS "callback_of: JobId",
                       (SELECT json_agg(json_build_object('id', c.id, 'state', job_effective_state(c.state, c.run_at))
                                        ORDER BY c.id)
-                       FROM jobs c WHERE c.callback_of = jobs.id) AS "callbacks: Json<Vec<crate::repo::ChildJob>>",
+                       FROM jobs c WHERE c.callback_of = jobs.id) AS "callbacks: Json<Vec<crate::domain::ChildJob>>",
                       jobs.progress_percent, jobs.progress_message, jobs.progress_at "#
                 + $tail
             $(, $arg)*
@@ -66,94 +61,81 @@ macro_rules! select_jobs {
 }
 pub(crate) use select_jobs;
 
-impl JobState {
-    /// The state a job is stored in when it arrives: queued when due by `now`.
-    pub fn on_arrival(run_at: DateTime<Utc>, now: DateTime<Utc>) -> Self {
-        if run_at <= now {
-            Self::Queued
-        } else {
-            Self::Scheduled
-        }
-    }
-}
-
-impl JobRow {
-    /// The row [`super::insert_jobs`] stores for `job` at `now`, without reading it back.
-    /// Times are cut to PostgreSQL's microseconds, so the answer to a submission shows
-    /// the same times as every later read.
-    pub fn from_new(job: NewJob, now: DateTime<Utc>) -> Self {
-        let now = to_micros(now);
+impl From<JobRow> for Job {
+    fn from(row: JobRow) -> Self {
         Self {
-            id: job.id,
-            state: JobState::on_arrival(job.run_at, now),
-            queue: job.queue,
-            spec: Json(job.spec),
-            labels: Json(job.labels),
-            attempts: 0,
-            round: 1,
-            run_at: to_micros(job.run_at),
-            last_status_code: None,
-            last_error: None,
-            last_duration_ms: None,
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            callback_of: job.callback_of,
-            callbacks: None,
-            progress_percent: None,
-            progress_message: None,
-            progress_at: None,
+            id: row.id,
+            queue: row.queue,
+            state: row.state,
+            spec: row.spec.0,
+            labels: row.labels.0,
+            attempts: row.attempts.max(0) as u32,
+            round: row.round.max(1) as u32,
+            run_at: row.run_at,
+            last: row.last_duration_ms.map(|duration_ms| LastOutcome {
+                status_code: row.last_status_code,
+                error: row.last_error,
+                duration_ms,
+            }),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+            callback_of: row.callback_of,
+            callbacks: row.callbacks.map(|c| c.0).unwrap_or_default(),
+            progress: row
+                .progress_percent
+                .zip(row.progress_at)
+                .map(|(percent, at)| Progress {
+                    percent: percent.clamp(0, 100) as u8,
+                    message: row.progress_message,
+                    at,
+                }),
         }
-    }
-
-    /// What dispatching this job to Redis needs.
-    pub fn to_dispatch(&self) -> Dispatch {
-        Dispatch::new(
-            self.id,
-            self.queue.clone(),
-            &self.spec.0,
-            self.run_at,
-            self.attempts.max(0) as u32,
-        )
     }
 }
 
-/// `at` cut to whole microseconds, as PostgreSQL stores it.
-pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+/// Rows read into jobs.
+pub(crate) fn jobs(rows: Vec<JobRow>) -> Vec<Job> {
+    rows.into_iter().map(Job::from).collect()
 }
 
 /// One job.
 ///
 /// # Errors
 /// PostgreSQL unreachable.
-pub async fn get_job(db: impl PgExecutor<'_>, id: JobId) -> Result<Option<JobRow>, RepoError> {
-    Ok(select_jobs!("FROM jobs WHERE id = $1", id as JobId)
-        .fetch_optional(db)
-        .await?)
+pub async fn get_job(db: impl PgExecutor<'_>, id: JobId) -> Result<Option<Job>, RepoError> {
+    Ok(Option::map(
+        select_jobs!("FROM jobs WHERE id = $1", id as JobId)
+            .fetch_optional(db)
+            .await?,
+        Job::from,
+    ))
 }
 
 /// The jobs among `ids` that exist.
 ///
 /// # Errors
 /// PostgreSQL unreachable.
-pub async fn get_jobs(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<JobRow>, RepoError> {
+pub async fn get_jobs(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<Job>, RepoError> {
     let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
-    Ok(select_jobs!("FROM jobs WHERE id = ANY($1)", &ids)
-        .fetch_all(db)
-        .await?)
+    Ok(jobs(
+        select_jobs!("FROM jobs WHERE id = ANY($1)", &ids)
+            .fetch_all(db)
+            .await?,
+    ))
 }
 
 /// One job, locked for the rest of the transaction.
 ///
 /// # Errors
 /// PostgreSQL unreachable.
-pub async fn lock_job(db: impl PgExecutor<'_>, id: JobId) -> Result<Option<JobRow>, RepoError> {
-    Ok(
+pub async fn lock_job(db: impl PgExecutor<'_>, id: JobId) -> Result<Option<Job>, RepoError> {
+    Ok(Option::map(
         select_jobs!("FROM jobs WHERE id = $1 FOR UPDATE", id as JobId)
             .fetch_optional(db)
             .await?,
-    )
+        Job::from,
+    ))
 }
 
 /// Filters of the job list; `None` matches everything.
@@ -176,14 +158,12 @@ pub struct JobFilter {
 ///
 /// # Errors
 /// PostgreSQL unreachable.
-pub async fn list_jobs(
-    db: impl PgExecutor<'_>,
-    filter: &JobFilter,
-) -> Result<Vec<JobRow>, RepoError> {
+pub async fn list_jobs(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<Job>, RepoError> {
     let labels = (!filter.labels.is_empty())
         .then(|| serde_json::to_value(&filter.labels).expect("labels serialise"));
-    Ok(select_jobs!(
-        "FROM jobs
+    Ok(jobs(
+        select_jobs!(
+            "FROM jobs
          WHERE ($1::text IS NULL OR queue = $1)
            AND ($2::job_state IS NULL OR job_effective_state(state, run_at) = $2)
            AND ($3::jsonb IS NULL OR (labels @> $3 AND labels <> '{}'::jsonb))
@@ -194,15 +174,16 @@ pub async fn list_jobs(
                 OR strpos(lower(coalesce(last_error, '')), $8) > 0)
          ORDER BY id DESC
          LIMIT $5",
-        filter.queue.as_ref().map(QueueName::as_str),
-        filter.state as Option<JobState>,
-        labels,
-        filter.before.map(|id| id.as_uuid()),
-        filter.limit,
-        filter.created_after,
-        filter.created_before,
-        filter.text.as_deref().map(str::to_lowercase),
-    )
-    .fetch_all(db)
-    .await?)
+            filter.queue.as_ref().map(QueueName::as_str),
+            filter.state as Option<JobState>,
+            labels,
+            filter.before.map(|id| id.as_uuid()),
+            filter.limit,
+            filter.created_after,
+            filter.created_before,
+            filter.text.as_deref().map(str::to_lowercase),
+        )
+        .fetch_all(db)
+        .await?,
+    ))
 }

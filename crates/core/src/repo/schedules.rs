@@ -23,8 +23,8 @@ pub struct ScheduleRow {
     pub timezone: String,
     pub every_ms: Option<i64>,
     pub job: Json<JobTemplate>,
-    pub overlap: String,
-    pub catchup_policy: String,
+    pub overlap: Overlap,
+    pub catchup_policy: CatchupPolicy,
     pub catchup_window_ms: i64,
     pub catchup_max: i32,
     pub jitter_ms: i64,
@@ -80,12 +80,9 @@ impl ScheduleRow {
             source,
             calendar,
             job: self.job.0.clone(),
-            overlap: Overlap::parse(&self.overlap)
-                .ok_or_else(|| bad("overlap", format!("{:?} is unknown", self.overlap)))?,
+            overlap: self.overlap,
             catchup: Catchup {
-                policy: CatchupPolicy::parse(&self.catchup_policy).ok_or_else(|| {
-                    bad("catchup", format!("{:?} is unknown", self.catchup_policy))
-                })?,
+                policy: self.catchup_policy,
                 window_ms: self.catchup_window_ms,
                 max: self.catchup_max.max(1) as u32,
             },
@@ -104,7 +101,8 @@ macro_rules! select_schedules {
         sqlx::query_as!(
             ScheduleRow,
             r#"SELECT s.id, s.name AS "name: ScheduleName", s.cron, s.timezone, s.every_ms,
-                      s.job AS "job: Json<JobTemplate>", s.overlap, s.catchup_policy,
+                      s.job AS "job: Json<JobTemplate>", s.overlap AS "overlap: Overlap",
+                      s.catchup_policy AS "catchup_policy: CatchupPolicy",
                       s.catchup_window_ms, s.catchup_max, s.jitter_ms, s.start_at, s.end_at,
                       s.paused, s.note, s.next_at, s.last_job_id, s.buffered_at, s.created_at,
                       s.updated_at "#
@@ -153,8 +151,8 @@ pub async fn upsert_schedule(
         timezone,
         every_ms,
         serde_json::to_string(&def.job).expect("a job template serialises"),
-        def.overlap.as_str(),
-        def.catchup.policy.as_str(),
+        def.overlap as Overlap,
+        def.catchup.policy as CatchupPolicy,
         def.catchup.window_ms,
         def.catchup.max as i32,
         def.jitter_ms,
@@ -273,12 +271,12 @@ pub async fn claim_due(
         // The `!`s: with `jobs` partitioned, sqlx no longer infers that the left side of
         // the join keeps its columns' NOT NULL.
         r#"SELECT s.id AS "id!", s.name AS "name!: ScheduleName", s.cron, s.timezone AS "timezone!", s.every_ms,
-                  s.job AS "job!: Json<JobTemplate>", s.overlap AS "overlap!", s.catchup_policy AS "catchup_policy!",
+                  s.job AS "job!: Json<JobTemplate>", s.overlap AS "overlap!: Overlap", s.catchup_policy AS "catchup_policy!: CatchupPolicy",
                   s.catchup_window_ms AS "catchup_window_ms!", s.catchup_max AS "catchup_max!",
                   s.jitter_ms AS "jitter_ms!", s.start_at, s.end_at, s.paused AS "paused!", s.note AS "note!",
                   s.next_at, s.last_job_id, s.buffered_at, s.created_at AS "created_at!",
                   s.updated_at AS "updated_at!",
-                  j.state IS NOT NULL AND j.state IN ('scheduled', 'queued', 'running') AS "previous_live!",
+                  j.state IS NOT NULL AND job_is_live(j.state) AS "previous_live!",
                   j.queue AS "previous_queue?"
            FROM schedules s LEFT JOIN jobs j ON j.id = s.last_job_id
            WHERE s.id IN (SELECT id FROM schedules WHERE next_at <= $1 ORDER BY next_at LIMIT $2
@@ -286,7 +284,7 @@ pub async fn claim_due(
               OR s.id IN (SELECT id FROM schedules
                           WHERE buffered_at IS NOT NULL AND NOT EXISTS (
                               SELECT 1 FROM jobs WHERE jobs.id = schedules.last_job_id
-                                AND jobs.state IN ('scheduled', 'queued', 'running'))
+                                AND job_is_live(jobs.state))
                           LIMIT $2
                           FOR UPDATE SKIP LOCKED)"#,
         now,
@@ -412,9 +410,12 @@ pub async fn set_paused(
     Ok(done.n > 0)
 }
 
-/// How an occurrence came about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// How an occurrence came about. Stored as text (`schedule_runs.kind`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RunKind {
     /// The calendar.
     Calendar,
@@ -464,7 +465,7 @@ pub async fn record_runs(db: impl PgExecutor<'_>, runs: &[NewRun]) -> Result<(),
     }
     let schedules: Vec<Uuid> = runs.iter().map(|r| r.schedule).collect();
     let occurrences: Vec<DateTime<Utc>> = runs.iter().map(|r| r.occurrence).collect();
-    let kinds: Vec<&str> = runs.iter().map(|r| r.kind.as_str()).collect();
+    let kinds: Vec<RunKind> = runs.iter().map(|r| r.kind).collect();
     let outcomes: Vec<&str> = runs
         .iter()
         .map(|r| match r.outcome {
@@ -473,10 +474,10 @@ pub async fn record_runs(db: impl PgExecutor<'_>, runs: &[NewRun]) -> Result<(),
             RunOutcome::Skipped(_) => "skipped",
         })
         .collect();
-    let reasons: Vec<Option<&str>> = runs
+    let reasons: Vec<Option<SkipReason>> = runs
         .iter()
         .map(|r| match r.outcome {
-            RunOutcome::Skipped(reason) => Some(reason.as_str()),
+            RunOutcome::Skipped(reason) => Some(reason),
             _ => None,
         })
         .collect();
@@ -501,9 +502,9 @@ pub async fn record_runs(db: impl PgExecutor<'_>, runs: &[NewRun]) -> Result<(),
          WHERE EXCLUDED.outcome = 'fired' AND schedule_runs.outcome <> 'fired'",
         &schedules,
         &occurrences,
-        &kinds as &[&str],
+        &kinds as &[RunKind],
         &outcomes as &[&str],
-        &reasons as &[Option<&str>],
+        &reasons as &[Option<SkipReason>],
         &jobs as &[Option<Uuid>],
         &decided
     )

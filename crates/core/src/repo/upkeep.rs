@@ -5,7 +5,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, types::Json};
 use uuid::Uuid;
 
-use super::{JobRow, RepoError, rows::select_jobs};
+use super::{
+    RepoError,
+    rows::{jobs, select_jobs},
+};
+use crate::domain::Job;
 use crate::domain::{DEFAULT_TIMEOUT_MS, JobId, JobSpec, JobState, Labels, QueueName};
 
 /// Live jobs (scheduled, queued, running) after `after`, by id, for reconciling with Redis.
@@ -18,17 +22,19 @@ pub async fn live_jobs_page(
     db: impl PgExecutor<'_>,
     after: Option<JobId>,
     limit: i64,
-) -> Result<Vec<JobRow>, RepoError> {
-    Ok(select_jobs!(
-        "FROM jobs
-         WHERE state IN ('scheduled', 'queued', 'running') AND ($1::uuid IS NULL OR id > $1)
+) -> Result<Vec<Job>, RepoError> {
+    Ok(jobs(
+        select_jobs!(
+            "FROM jobs
+         WHERE job_is_live(state) AND ($1::uuid IS NULL OR id > $1)
          ORDER BY id
          LIMIT $2",
-        after.map(|id| id.as_uuid()),
-        limit
-    )
-    .fetch_all(db)
-    .await?)
+            after.map(|id| id.as_uuid()),
+            limit
+        )
+        .fetch_all(db)
+        .await?,
+    ))
 }
 
 /// One page of the live jobs of `queues` by id, after `after`.
@@ -40,20 +46,22 @@ pub async fn live_jobs_page_in(
     queues: &[QueueName],
     after: Option<JobId>,
     limit: i64,
-) -> Result<Vec<JobRow>, RepoError> {
+) -> Result<Vec<Job>, RepoError> {
     let queues: Vec<String> = queues.iter().map(|q| q.as_str().to_owned()).collect();
-    Ok(select_jobs!(
-        "FROM jobs
-         WHERE state IN ('scheduled', 'queued', 'running') AND queue = ANY($3)
+    Ok(jobs(
+        select_jobs!(
+            "FROM jobs
+         WHERE job_is_live(state) AND queue = ANY($3)
            AND ($1::uuid IS NULL OR id > $1)
          ORDER BY id
          LIMIT $2",
-        after.map(|id| id.as_uuid()),
-        limit,
-        &queues[..]
-    )
-    .fetch_all(db)
-    .await?)
+            after.map(|id| id.as_uuid()),
+            limit,
+            &queues[..]
+        )
+        .fetch_all(db)
+        .await?,
+    ))
 }
 
 /// Of `ids`, those that are live in PostgreSQL; absent and finished jobs are left out.
@@ -63,7 +71,7 @@ pub async fn live_jobs_page_in(
 pub async fn live_among(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<JobId>, RepoError> {
     let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
     let live = sqlx::query_scalar!(
-        r#"SELECT id AS "id: JobId" FROM jobs WHERE id = ANY($1) AND state IN ('scheduled', 'queued', 'running')"#,
+        r#"SELECT id AS "id: JobId" FROM jobs WHERE id = ANY($1) AND job_is_live(state)"#,
         &ids
     )
     .fetch_all(db)
@@ -80,11 +88,11 @@ pub async fn live_among(db: impl PgExecutor<'_>, ids: &[JobId]) -> Result<Vec<Jo
 pub async fn live_queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueName>, RepoError> {
     let names = sqlx::query_scalar!(
         r#"WITH RECURSIVE queues AS (
-               (SELECT queue FROM jobs WHERE state IN ('scheduled', 'queued', 'running')
+               (SELECT queue FROM jobs WHERE job_is_live(state)
                 ORDER BY queue LIMIT 1)
                UNION ALL
                SELECT (SELECT j.queue FROM jobs j
-                       WHERE j.state IN ('scheduled', 'queued', 'running') AND j.queue > q.queue
+                       WHERE job_is_live(j.state) AND j.queue > q.queue
                        ORDER BY j.queue LIMIT 1)
                FROM queues q WHERE q.queue IS NOT NULL
            )
@@ -120,11 +128,11 @@ pub async fn waiting_heads(
     Ok(sqlx::query_as!(
         Waiting,
         r#"WITH RECURSIVE queues AS (
-               (SELECT queue FROM jobs WHERE state IN ('scheduled', 'queued', 'running')
+               (SELECT queue FROM jobs WHERE job_is_live(state)
                 ORDER BY queue LIMIT 1)
                UNION ALL
                SELECT (SELECT j.queue FROM jobs j
-                       WHERE j.state IN ('scheduled', 'queued', 'running') AND j.queue > q.queue
+                       WHERE job_is_live(j.state) AND j.queue > q.queue
                        ORDER BY j.queue LIMIT 1)
                FROM queues q WHERE q.queue IS NOT NULL
            )
@@ -199,7 +207,7 @@ pub async fn next_live_queue(
 ) -> Result<Option<QueueName>, RepoError> {
     Ok(sqlx::query_scalar!(
         r#"SELECT queue AS "queue: QueueName" FROM jobs
-           WHERE state IN ('scheduled', 'queued', 'running') AND ($1::text IS NULL OR queue > $1)
+           WHERE job_is_live(state) AND ($1::text IS NULL OR queue > $1)
            ORDER BY queue LIMIT 1"#,
         after.map(QueueName::as_str)
     )
@@ -218,18 +226,20 @@ pub async fn stuck_running(
     db: impl PgExecutor<'_>,
     grace_ms: i64,
     limit: i64,
-) -> Result<Vec<JobRow>, RepoError> {
-    Ok(select_jobs!(
-        "FROM jobs
+) -> Result<Vec<Job>, RepoError> {
+    Ok(jobs(
+        select_jobs!(
+            "FROM jobs
          WHERE state = 'running'
            AND updated_at < now() - make_interval(
                  secs => (COALESCE((spec->>'timeout_ms')::float8, $1) + $2) / 1000.0)
          ORDER BY updated_at
          LIMIT $3",
-        DEFAULT_TIMEOUT_MS as f64,
-        grace_ms as f64,
-        limit
-    )
-    .fetch_all(db)
-    .await?)
+            DEFAULT_TIMEOUT_MS as f64,
+            grace_ms as f64,
+            limit
+        )
+        .fetch_all(db)
+        .await?,
+    ))
 }

@@ -8,9 +8,10 @@ use utoipa::ToSchema;
 
 use super::{CatchupPolicy, Overlap, ScheduleDef};
 
-/// Why an occurrence did not fire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Why an occurrence did not fire. Stored as text (`schedule_runs.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum SkipReason {
     /// The previous occurrence's job had not finished (overlap `skip`, or a second one
     /// waiting with `buffer_one`).
@@ -28,12 +29,6 @@ impl SkipReason {
             Self::Missed => "missed",
             Self::Paused => "paused",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Overlap, Self::Missed, Self::Paused]
-            .into_iter()
-            .find(|r| r.as_str() == s)
     }
 }
 

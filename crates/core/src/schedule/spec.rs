@@ -7,9 +7,13 @@ use utoipa::ToSchema;
 use super::Calendar;
 use crate::domain::{JobSpec, Labels, QueueName, ScheduleName};
 
-/// What an occurrence does while the previous occurrence's job has not finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+/// What an occurrence does while the previous occurrence's job has not finished. Stored
+/// as text (`schedules.overlap`, whose `CHECK` lists the same names).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, sqlx::Type,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Overlap {
     /// The occurrence is skipped (recorded with reason `overlap`).
     #[default]
@@ -32,22 +36,15 @@ impl Overlap {
             Self::CancelPrevious => "cancel_previous",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Skip,
-            Self::BufferOne,
-            Self::AllowAll,
-            Self::CancelPrevious,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
-    }
 }
 
-/// What happens to occurrences missed while no scheduler ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+/// What happens to occurrences missed while no scheduler ran. Stored as text
+/// (`schedules.catchup_policy`, whose `CHECK` lists the same names).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, sqlx::Type,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum CatchupPolicy {
     /// None fires; the next occurrence is on time.
     Skip,
@@ -66,12 +63,6 @@ impl CatchupPolicy {
             Self::Once => "once",
             Self::All => "all",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Skip, Self::Once, Self::All]
-            .into_iter()
-            .find(|p| p.as_str() == s)
     }
 }
 

@@ -7,11 +7,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::accept;
 use crate::{
     crypto::SecretBox,
+    domain::Job,
     domain::{DEFAULT_MAX_ATTEMPTS, JobId, JobSpec, Method, NewJob, Target, is_secret_header},
     queue::Dispatch,
-    repo::{self, Idempotency, JobRow, OutboxId, RepoError},
+    repo::{self, Idempotency, OutboxId, RepoError},
     views::JobView,
 };
 
@@ -30,7 +32,7 @@ impl Made {
 }
 
 /// The idempotency key of the callback of `parent`'s end in `round`.
-pub fn key(parent: JobId, round: i32) -> String {
+pub fn key(parent: JobId, round: u32) -> String {
     format!("callback:{parent}:{round}")
 }
 
@@ -52,7 +54,7 @@ pub async fn make(
     let mut jobs = Vec::new();
     let mut keys = Vec::new();
     for parent in &parents {
-        if !parent.spec.0.calls_back_on(parent.state) {
+        if !parent.spec.calls_back_on(parent.state) {
             continue;
         }
         let key = key(parent.id, parent.round);
@@ -65,17 +67,9 @@ pub async fn make(
     if jobs.is_empty() {
         return Ok(Made::default());
     }
-    let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_json()).collect();
-    let outbox = OutboxId::new();
-    let inserted = repo::insert_jobs(&mut *tx, &jobs, &specs, &keys, outbox, now).await?;
-    let jobs = jobs
-        .into_iter()
-        .zip(specs)
-        .filter(|(job, _)| inserted.contains(&job.id))
-        .map(|(job, spec)| {
-            Dispatch::with_payload(job.id, job.queue, spec, &job.spec, job.run_at, 0)
-        })
-        .collect::<Vec<_>>();
+    let accepted = accept(&mut *tx, &jobs, &keys, now).await?;
+    let outbox = accepted.outbox;
+    let jobs = accepted.into_dispatches();
     Ok(Made {
         outbox: (!jobs.is_empty()).then_some(outbox),
         jobs,
@@ -86,8 +80,8 @@ pub async fn make(
 /// priority, timeout and backoff, and its attempts but never fewer than the default (a
 /// job tried once for its own reasons still has its outcome delivered through a
 /// receiver's brief outage); no callback, flow key or labels of its own.
-fn callback_job(parent: &JobRow, secrets: &SecretBox, now: DateTime<Utc>) -> NewJob {
-    let spec = &parent.spec.0;
+fn callback_job(parent: &Job, secrets: &SecretBox, now: DateTime<Utc>) -> NewJob {
+    let spec = &parent.spec;
     let callback = spec
         .callback
         .as_ref()
@@ -113,7 +107,7 @@ fn callback_job(parent: &JobRow, secrets: &SecretBox, now: DateTime<Utc>) -> New
     {
         headers.push(("Content-Type".into(), "application/json".into()));
     }
-    let body = serde_json::to_string(&JobView::new(parent)).expect("a job view serialises");
+    let body = serde_json::to_string(&JobView::from(parent)).expect("a job view serialises");
     let mut call = JobSpec::new(Target {
         url: callback.url.clone(),
         method: Method::Post,

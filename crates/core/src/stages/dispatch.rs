@@ -7,12 +7,25 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{BATCH, FlowMirror, MaintenanceError, repeat};
+use super::callback;
 use crate::{
-    JobId, callbacks,
+    JobId,
+    domain::Job,
+    maintenance::{BATCH, FlowMirror, MaintenanceError, repeat},
     queue::{Dispatch, RedisQueue},
     repo,
 };
+
+/// What dispatching `job` needs: its spec, due time and attempts made.
+pub fn of(job: &Job) -> Dispatch {
+    Dispatch::new(
+        job.id,
+        job.queue.clone(),
+        &job.spec,
+        job.run_at,
+        job.attempts,
+    )
+}
 
 /// Jobs younger than this are left to the request that created them (which takes them
 /// out of the outbox within milliseconds once they are in Redis).
@@ -62,7 +75,7 @@ impl Dispatcher {
 
     /// Sends callback jobs made in a committed transaction to Redis and clears their
     /// outbox entries; those it cannot send stay for the outbox pass.
-    pub async fn dispatch_callbacks(&self, made: Vec<callbacks::Made>) {
+    pub async fn dispatch_callbacks(&self, made: Vec<callback::Made>) {
         for made in made {
             let Some(outbox) = made.outbox else { continue };
             if self.enqueue_now(&made.jobs).await {
@@ -94,7 +107,7 @@ impl Dispatcher {
             repo::drop_stale_dispatches(&self.db, before).await?;
             return Ok(0);
         }
-        let jobs: Vec<Dispatch> = rows.iter().map(repo::JobRow::to_dispatch).collect();
+        let jobs: Vec<Dispatch> = rows.iter().map(of).collect();
         self.flow().ensure(jobs.iter().map(|j| &j.queue)).await?;
         self.queue.enqueue(&jobs).await?;
         let ids: Vec<_> = rows.iter().map(|r| r.id).collect();

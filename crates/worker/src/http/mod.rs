@@ -36,6 +36,7 @@ use rustls_platform_verifier::BuilderVerifierExt;
 
 pub use answer::{EXCERPT_BYTES, excerpt, parse_retry_after};
 use connector::Connector;
+pub use courier_core::stages::attempt::CallResult;
 pub use redirect::MAX_REDIRECTS;
 pub use resolver::CheckedResolver;
 
@@ -47,25 +48,6 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// The signature headers of Standard Webhooks; a job's own headers of these names are
 /// dropped when Courier signs.
 const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
-
-/// What came back from the target.
-#[derive(Debug)]
-pub enum CallResult {
-    Answered {
-        status: u16,
-        /// The target's `Retry-After`, if it sent one we could read.
-        retry_after: Option<Duration>,
-        excerpt: String,
-    },
-    TimedOut,
-    /// Connecting, sending or reading failed.
-    Failed(String),
-    /// SSRF protection refused the target (or a redirect hop): no request left.
-    Refused(String),
-    /// The job cannot be sent as stored (a header that is not valid HTTP, one that does
-    /// not decrypt): no request left, and another attempt would fail the same way.
-    Invalid(String),
-}
 
 /// The client (its pool, TLS and SSRF protection), the signer, and the keys that open
 /// sealed header values.
