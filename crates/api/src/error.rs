@@ -110,6 +110,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 422 naming one field of the request (a body's, or a query parameter).
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,

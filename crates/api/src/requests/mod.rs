@@ -1,9 +1,11 @@
-//! What clients send: the request bodies of the API, with their OpenAPI schemas, each
-//! parsed into domain values on the first line of its handler.
+//! What clients send: the request bodies and query strings of the API (bodies with their
+//! OpenAPI schemas), each parsed into domain values on the first line of its handler.
 
 mod bulk;
 mod flow;
 mod job;
+mod job_list;
+pub mod page;
 mod schedule;
 
 use serde::{Deserialize, Deserializer};
@@ -13,6 +15,8 @@ pub use flow::{FlowKeyRequest, QueueSettingsPatch, RateRequest};
 pub use job::{
     BackoffRequest, BatchRequest, CallbackRequest, JobRequest, ProgressRequest, TargetRequest,
 };
+pub use job_list::job_list_query;
+pub use page::Page;
 pub use schedule::{
     BackfillRequest, CatchupRequest, MAX_BACKFILL, MIN_EVERY_MS, ParseContext, PauseRequest,
     SchedulePatch, ScheduleRequest,

@@ -1,9 +1,9 @@
-//! Liveness and readiness.
+//! Liveness, readiness, and this process's Prometheus metrics: none needs an API key.
 
 use axum::{
     Json, Router,
     extract::State,
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -17,6 +17,7 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 /// The process is alive.
@@ -88,4 +89,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             vec![],
         )
     }
+}
+
+/// Prometheus metrics of this process (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        courier_core::metrics::render(),
+    )
+        .into_response()
 }

@@ -9,10 +9,9 @@ use axum::{
 };
 use chrono::Utc;
 use courier_core::{
-    JobId, JobState, QueueName,
-    domain::FieldError,
-    domain::Job,
-    repo::{self, Idempotency, JobFilter},
+    JobId, JobState,
+    domain::{FieldError, Job},
+    repo::{self, Idempotency},
     stages::{accept, dispatch, record},
 };
 
@@ -21,7 +20,7 @@ use crate::{
     error::{ApiError, Problem, ReadProblems, WriteProblems},
     extract::{ApiJson, JobIdPath},
     intake::Admission,
-    requests::{BatchRequest, JobRequest},
+    requests::{BatchRequest, JobRequest, job_list_query},
     state::AppState,
     views::{BatchAccepted, ExecutionList, JobPage, JobView},
 };
@@ -232,9 +231,6 @@ pub async fn list_executions(
     }))
 }
 
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 500;
-
 /// Jobs, newest first, with keyset pagination.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
     params(
@@ -258,7 +254,7 @@ pub async fn list_jobs(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<JobPage>, ApiError> {
-    let filter = parse_filter(query.as_deref().unwrap_or(""))?;
+    let (filter, page) = job_list_query(query.as_deref())?;
     match (&filter.queue, caller.queues()) {
         (Some(queue), _) => caller.check_queue(queue.as_str())?,
         (None, Some(allowed)) => {
@@ -269,81 +265,11 @@ pub async fn list_jobs(
         (None, None) => {}
     }
     let rows = repo::list_jobs(&state.db, &filter).await?;
-    let next_cursor = (rows.len() as i64 == filter.limit)
-        .then(|| rows.last().map(|r| r.id.to_string()))
-        .flatten();
+    let next_cursor = page.next(&rows, |job| job.id);
     Ok(Json(JobPage {
         jobs: rows.iter().map(JobView::from).collect(),
         next_cursor,
     }))
-}
-
-fn parse_filter(query: &str) -> Result<JobFilter, ApiError> {
-    let mut filter = JobFilter {
-        limit: DEFAULT_PAGE,
-        ..Default::default()
-    };
-    let bad =
-        |field: &str, message: String| ApiError::Validation(vec![FieldError::new(field, message)]);
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "queue" => filter.queue = Some(QueueName::parse(&value).map_err(|m| bad("queue", m))?),
-            "state" => {
-                filter.state = Some(JobState::parse(&value).ok_or_else(|| {
-                    bad(
-                        "state",
-                        "must be scheduled, queued, running, succeeded, dead or cancelled".into(),
-                    )
-                })?)
-            }
-            "label" => {
-                let (k, v) = value
-                    .split_once(':')
-                    .ok_or_else(|| bad("label", "must be key:value".into()))?;
-                filter.labels.insert(k.to_owned(), v.to_owned());
-            }
-            "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
-                    .ok_or_else(|| bad("limit", format!("must be between 1 and {MAX_PAGE}")))?
-            }
-            "created_after" | "created_before" => {
-                let at = chrono::DateTime::parse_from_rfc3339(&value)
-                    .map_err(|_| {
-                        bad(
-                            &key,
-                            "must be an RFC 3339 time, e.g. 2026-11-29T12:00:00Z".into(),
-                        )
-                    })?
-                    .with_timezone(&Utc);
-                if key == "created_after" {
-                    filter.created_after = Some(at);
-                } else {
-                    filter.created_before = Some(at);
-                }
-            }
-            "q" => {
-                if value.chars().count() > 512 {
-                    return Err(bad("q", "must be at most 512 characters".into()));
-                }
-                filter.text = Some(value.into_owned()).filter(|q| !q.is_empty());
-            }
-            "cursor" => {
-                filter.before = Some(
-                    JobId::parse(&value)
-                        .map_err(|_| bad("cursor", "is not a cursor from this API".into()))?,
-                )
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )));
-            }
-        }
-    }
-    Ok(filter)
 }
 
 /// Cancel a job that has not finished; a running call is aborted.

@@ -2,10 +2,11 @@
 //! key (or the dashboard's session) behind the authentication layer, and beside them
 //! those that do not (health, and a progress report, which carries its attempt's token).
 
+mod audit;
+mod bulk;
 mod flow;
 mod health;
 mod jobs;
-mod ops;
 mod progress;
 mod queues;
 mod schedules;
@@ -15,21 +16,21 @@ use axum::{Router, http::StatusCode, response::Response};
 
 use crate::{auth, error::problem_response, state::AppState};
 
+pub use audit::{__path_list_audit, AuditPage, AuditView};
+pub use bulk::{__path_bulk_cancel, __path_bulk_retry, BulkResult};
 pub use flow::{
     __path_delete_flow_key, __path_get_flow_key, __path_get_queue_settings, __path_list_flow_keys,
     __path_patch_queue_settings, __path_pause_queue, __path_put_flow_key, __path_resume_queue,
 };
-pub use health::{__path_healthz, __path_readyz, ReadyChecks};
+pub use health::{__path_healthz, __path_metrics, __path_readyz, ReadyChecks};
 pub use jobs::{
     __path_cancel_job, __path_create_batch, __path_create_job, __path_get_job,
     __path_list_executions, __path_list_jobs, __path_retry_job,
 };
-pub use ops::{
-    __path_bulk_cancel, __path_bulk_retry, __path_list_audit, __path_metrics,
-    __path_queue_throughput, AuditPage, AuditView, BulkResult, MinuteView, ThroughputView,
-};
 pub use progress::__path_report_progress;
-pub use queues::{__path_get_queue, __path_list_queues};
+pub use queues::{
+    __path_get_queue, __path_list_queues, __path_queue_throughput, MinuteView, ThroughputView,
+};
 pub use schedules::{
     __path_backfill_schedule, __path_create_schedule, __path_delete_schedule, __path_get_schedule,
     __path_list_runs, __path_list_schedules, __path_patch_schedule, __path_pause_schedule,
@@ -43,7 +44,8 @@ pub fn api_router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(queues::router())
         .merge(flow::router())
-        .merge(ops::router())
+        .merge(bulk::router())
+        .merge(audit::router())
         .merge(ui::router())
         .merge(schedules::router())
         .fallback(not_found)

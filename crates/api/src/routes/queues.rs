@@ -1,8 +1,14 @@
-//! `/v1/queues`: depth per state, from PostgreSQL, with each queue's pause and limits.
+//! `/v1/queues`: depth per state, from PostgreSQL, with each queue's pause and limits,
+//! and a queue's throughput per minute over the last hour.
 
 use axum::{Json, Router, extract::State, routing::get};
-use chrono::Utc;
-use courier_core::{QueueName, repo};
+use chrono::{DateTime, Utc};
+use courier_core::{
+    QueueName,
+    repo::{self, throughput},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     auth::Caller,
@@ -16,6 +22,7 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/queues", get(list_queues))
         .route("/v1/queues/{name}", get(get_queue))
+        .route("/v1/queues/{name}/throughput", get(queue_throughput))
 }
 
 /// Depth of every queue that has live jobs, dead jobs or jobs finished in the last hour.
@@ -75,4 +82,48 @@ pub async fn get_queue(
         .next()
         .unwrap_or_else(|| repo::QueueDepth::empty(queue));
     Ok(Json(crate::views::queue_view(depth, flow, Utc::now())))
+}
+
+/// One minute of a queue's work.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MinuteView {
+    /// The minute's start.
+    pub at: DateTime<Utc>,
+    pub succeeded: i64,
+    pub dead: i64,
+    pub submitted: i64,
+}
+
+/// A queue's last hour, minute by minute.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThroughputView {
+    pub queue: String,
+    /// 60 minutes, oldest first, the current minute last.
+    pub minutes: Vec<MinuteView>,
+}
+
+/// Jobs submitted, succeeded and dead per minute over the last hour.
+#[utoipa::path(get, path = "/v1/queues/{name}/throughput", tag = "queues",
+    params(("name" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, body = ThroughputView),
+        ReadProblems,
+    ))]
+pub async fn queue_throughput(
+    State(state): State<AppState>,
+    QueuePath(queue): QueuePath,
+) -> Result<Json<ThroughputView>, ApiError> {
+    let minutes = throughput::last_hour(&state.db, &queue, Utc::now()).await?;
+    Ok(Json(ThroughputView {
+        queue: queue.as_str().to_owned(),
+        minutes: minutes
+            .into_iter()
+            .map(|m| MinuteView {
+                at: m.at,
+                succeeded: m.succeeded,
+                dead: m.dead,
+                submitted: m.submitted,
+            })
+            .collect(),
+    }))
 }

@@ -22,7 +22,8 @@ use crate::{
     error::{ApiError, Problem, ReadProblems, WriteProblems},
     extract::ApiJson,
     requests::{
-        BackfillRequest, MAX_BACKFILL, ParseContext, PauseRequest, SchedulePatch, ScheduleRequest,
+        BackfillRequest, MAX_BACKFILL, Page, ParseContext, PauseRequest, SchedulePatch,
+        ScheduleRequest,
     },
     scheduler::{SchedulerError, Triggered},
     state::AppState,
@@ -254,34 +255,6 @@ pub async fn get_schedule(
     Ok(Json(view(&state, &row, &def)))
 }
 
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 500;
-
-/// `limit` and `cursor` of a page.
-fn page_query(query: Option<&str>) -> Result<(i64, Option<String>), ApiError> {
-    let bad = |field: &str, m: String| ApiError::Validation(vec![FieldError::new(field, m)]);
-    let mut limit = DEFAULT_PAGE;
-    let mut cursor = None;
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match key.as_ref() {
-            "limit" => {
-                limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
-                    .ok_or_else(|| bad("limit", format!("must be between 1 and {MAX_PAGE}")))?
-            }
-            "cursor" => cursor = Some(value.into_owned()),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )));
-            }
-        }
-    }
-    Ok((limit, cursor))
-}
-
 /// Schedules by name, with keyset pagination.
 #[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
     params(
@@ -297,21 +270,9 @@ pub async fn list_schedules(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ScheduleList>, ApiError> {
-    let (limit, cursor) = page_query(query.as_deref())?;
-    let after = cursor
-        .map(|c| {
-            ScheduleName::parse(&c).map_err(|_| {
-                ApiError::Validation(vec![FieldError::new(
-                    "cursor",
-                    "is not a cursor from this API",
-                )])
-            })
-        })
-        .transpose()?;
-    let rows = store::list_schedules(&state.db, after.as_ref(), limit).await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.name.to_string()))
-        .flatten();
+    let page: Page<ScheduleName> = Page::parse(query.as_deref())?;
+    let rows = store::list_schedules(&state.db, page.cursor.as_ref(), page.limit).await?;
+    let next_cursor = page.next(&rows, |r| r.name.clone());
     let schedules = rows
         .iter()
         .filter_map(|row| row.def().ok().map(|def| (row, def)))
@@ -505,28 +466,9 @@ pub async fn list_runs(
     RawQuery(query): RawQuery,
 ) -> Result<Json<RunPage>, ApiError> {
     let (row, _) = find(&state, &caller, &name).await?;
-    let (limit, cursor) = page_query(query.as_deref())?;
-    let before = cursor
-        .map(|c| {
-            DateTime::parse_from_rfc3339(&c)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::Validation(vec![FieldError::new(
-                        "cursor",
-                        "is not a cursor from this API",
-                    )])
-                })
-        })
-        .transpose()?;
-    let rows = store::list_runs(&state.db, row.id, before, limit).await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| {
-            rows.last().map(|r| {
-                r.occurrence
-                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            })
-        })
-        .flatten();
+    let page: Page<DateTime<Utc>> = Page::parse(query.as_deref())?;
+    let rows = store::list_runs(&state.db, row.id, page.cursor, page.limit).await?;
+    let next_cursor = page.next(&rows, |r| r.occurrence);
     Ok(Json(RunPage {
         runs: rows.into_iter().map(RunView::from).collect(),
         next_cursor,

@@ -173,18 +173,33 @@ impl Recovery {
         }
     }
 
+    /// The last look, in this order: which candidates Redis lacks now, then every
+    /// attempt's end still in the journal written to PostgreSQL, then which of those are
+    /// still live there. A job that ends after the first look was in Redis at it; one
+    /// that ended before it left its end in the journal (or in PostgreSQL already), so
+    /// the last read sees it finished. (Reading PostgreSQL before Redis left a gap: a
+    /// job that ended between the two reads looked live and missing, and ran again.)
     async fn redispatch_locked(&self, candidates: &[JobId]) -> Result<usize, MaintenanceError> {
-        // A result waiting in the journal is not lost: record it first.
-        self.flush_journal(Duration::ZERO).await?;
-        let again = repo::get_jobs(&self.db, candidates)
+        let live: Vec<Job> = repo::get_jobs(&self.db, candidates)
             .await?
             .into_iter()
             .filter(|r| !r.state.is_terminal())
             .collect();
-        let lost: Vec<Dispatch> = self
-            .missing_from_redis(again)
+        let missing: Vec<JobId> = self
+            .missing_from_redis(live)
             .await?
             .iter()
+            .map(|r| r.id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        // A result waiting in the journal is not lost: record it first.
+        self.flush_journal(Duration::ZERO).await?;
+        let lost: Vec<Dispatch> = repo::get_jobs(&self.db, &missing)
+            .await?
+            .iter()
+            .filter(|r| !r.state.is_terminal())
             .map(|row| {
                 let mut job = dispatch::of(row);
                 // Losing a job is Courier's fault, not the target's: a job lost in its
