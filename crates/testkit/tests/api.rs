@@ -305,7 +305,7 @@ async fn queue_depth_matches_the_states_in_postgresql() {
     target.script("/gone", vec![Reply::status(410)]);
     let app = TestApp::spawn(env.settings.clone()).await;
     let mut settings = env.settings.clone();
-    settings.worker.queues = vec!["default".into()];
+    settings.worker.queues = vec![courier_core::QueueName::default()];
     let _worker = WorkerHandle::spawn(settings).await;
 
     let mut finished = Vec::new();

@@ -279,7 +279,7 @@ async fn progress_reported_by_the_target_shows_and_a_stale_attempts_report_is_re
     tokio::spawn(async move { axum::serve(listener, app_router).await });
     let app = TestApp::spawn(env.settings.clone()).await;
     let mut settings = env.settings.clone();
-    settings.server.public_url = app.base.clone();
+    settings.server.public_url = Some(courier_core::domain::TargetUrl::parse(&app.base).unwrap());
     let _worker = WorkerHandle::spawn(settings).await;
 
     let id = app

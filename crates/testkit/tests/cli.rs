@@ -110,7 +110,7 @@ async fn submit_then_watch_follows_the_job_and_its_progress_to_success() {
     tokio::spawn(async move { axum::serve(listener, router).await });
     let app = TestApp::spawn(env.settings.clone()).await;
     let mut settings = env.settings.clone();
-    settings.server.public_url = app.base.clone();
+    settings.server.public_url = Some(courier_core::domain::TargetUrl::parse(&app.base).unwrap());
     let _worker = WorkerHandle::spawn(settings).await;
 
     let submitted = run(courier(

@@ -127,12 +127,7 @@ impl Worker {
             history_task,
             metrics,
         } = self;
-        let configured: Vec<QueueName> = settings
-            .worker
-            .queues
-            .iter()
-            .map(|q| QueueName::parse(q).map_err(|e| anyhow::anyhow!("worker.queues: {q:?} {e}")))
-            .collect::<Result<_, _>>()?;
+        let configured: Vec<QueueName> = settings.worker.queues.clone();
         let queues = Arc::new(Mutex::new(configured.clone()));
         let metrics_port = metrics.local_addr().map(|a| a.port()).unwrap_or(0);
         let stop_fetching = CancellationToken::new();

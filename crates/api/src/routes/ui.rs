@@ -158,7 +158,13 @@ pub struct SignInRequest {
 }
 
 fn cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
-    let secure = if state.settings.server.public_url.starts_with("https://") {
+    let secure = if state
+        .settings
+        .server
+        .public_url
+        .as_ref()
+        .is_some_and(|u| u.as_str().starts_with("https://"))
+    {
         "; Secure"
     } else {
         ""

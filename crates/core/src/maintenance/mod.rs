@@ -7,15 +7,14 @@
 //!   restart changes Redis's `run_id`; AOF `everysec` can lose the last second) and then,
 //!   once, re-dispatches every live job Redis no longer has and drops jobs Redis still
 //!   holds that PostgreSQL has finished;
-//! - [`flow`]: mirrors flow control (queue pauses and limits, flow keys) from
-//!   PostgreSQL into Redis, putting back what Redis lost;
+//! - the loop of [`crate::stages::mirror`]: mirrors flow control (queue pauses and
+//!   limits, flow keys) from PostgreSQL into Redis, putting back what Redis lost;
 //! - [`missing`]: the last net: a job PostgreSQL holds as waiting for a worker and
 //!   Redis lacks, whatever the cause, is dispatched again within seconds;
 //! - [`recovery`]: replays journal entries whose worker died before recording them, and
 //!   runs again jobs whose result never reached PostgreSQL;
 //! - [`retention`]: deletes finished jobs past their time (API only).
 
-pub mod flow;
 pub mod missing;
 pub mod reconcile;
 pub mod recovery;
@@ -27,36 +26,20 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use flow::FlowMirror;
+pub use crate::stages::mirror::{self as flow, FlowMirror};
 pub use missing::MissingCheck;
 pub use reconcile::{Reconciled, Reconciler};
 pub use recovery::Recovery;
 pub use retention::Retention;
 
-use crate::{
-    Settings,
-    crypto::SecretBox,
-    queue::{QueueError, RedisQueue},
-    repo::RepoError,
-    stages::Dispatcher,
-};
+use crate::{Settings, crypto::SecretBox, queue::RedisQueue, stages::Dispatcher};
 
 /// Most rows or entries handled in one pass.
 pub(crate) const BATCH: i64 = 500;
 
-/// A failure of one maintenance pass.
-#[derive(Debug, thiserror::Error)]
-pub enum MaintenanceError {
-    #[error(transparent)]
-    Repo(#[from] RepoError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// Another process holds the lock of this work for longer than it should take.
-    #[error("{0}")]
-    Busy(&'static str),
-}
+pub(crate) use crate::stages::repeat;
+
+pub use crate::stages::StageError as MaintenanceError;
 
 /// The connections every maintenance loop works over.
 #[derive(Clone)]
@@ -129,29 +112,5 @@ impl Maintenance {
             tasks.push(tokio::spawn(self.retention().run(stop.clone())));
         }
         tasks
-    }
-}
-
-/// Runs `pass` every `interval` until `stop`; a pass that returns `true` (more to do)
-/// runs again at once. Failures are logged and retried on the next tick.
-pub(crate) async fn repeat<F, Fut>(
-    stop: &CancellationToken,
-    interval: Duration,
-    mut pass: F,
-    what: &str,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, MaintenanceError>>,
-{
-    loop {
-        match pass().await {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
     }
 }

@@ -7,11 +7,10 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::callback;
+use super::{StageError as MaintenanceError, callback, mirror::FlowMirror, repeat};
 use crate::{
     JobId,
     domain::Job,
-    maintenance::{BATCH, FlowMirror, MaintenanceError, repeat},
     queue::{Dispatch, RedisQueue},
     repo,
 };
@@ -26,6 +25,9 @@ pub fn of(job: &Job) -> Dispatch {
         job.attempts,
     )
 }
+
+/// Most outbox entries sent in one pass.
+const BATCH: i64 = 500;
 
 /// Jobs younger than this are left to the request that created them (which takes them
 /// out of the outbox within milliseconds once they are in Redis).

@@ -105,9 +105,11 @@ impl HttpCaller {
             secrets,
             limits: settings.jobs.clone(),
             max_response_bytes: settings.outbound.max_response_bytes,
-            progress_base: Some(settings.server.public_url.trim_end_matches('/'))
-                .filter(|base| !base.is_empty())
-                .map(Arc::from),
+            progress_base: settings
+                .server
+                .public_url
+                .as_ref()
+                .map(|url| Arc::from(url.as_str().trim_end_matches('/'))),
         })
     }
 

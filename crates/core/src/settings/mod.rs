@@ -7,6 +7,19 @@ use std::time::Duration;
 use config::{Config, ConfigError, Environment, File};
 use serde::Deserialize;
 
+use crate::domain::{QueueName, TargetUrl};
+
+mod lists;
+mod redact;
+mod validate;
+
+use lists::{public_url, queue_list, string_list, string_list_map};
+pub use redact::redact_url;
+pub use validate::{BadSetting, SettingsError};
+
+/// Every setting's built-in default, in TOML: the first layer.
+const DEFAULTS: &str = include_str!("defaults.toml");
+
 /// Every setting of the API and the worker. `.env.example` lists each with its default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +71,8 @@ pub struct ServerSettings {
     pub dispatch_interval_ms: u64,
     /// The API's URL as targets reach it (`https://courier.example.com`); when set, each
     /// call carries `X-Courier-Progress-Url` for reporting progress. Empty: no header.
-    pub public_url: String,
+    #[serde(deserialize_with = "public_url")]
+    pub public_url: Option<TargetUrl>,
     /// Progress reports a job may make per second (a burst of as many).
     pub progress_per_second: u32,
 }
@@ -121,7 +135,7 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Queues to serve; empty serves every queue that has ever received a job.
     #[serde(deserialize_with = "queue_list")]
-    pub queues: Vec<String>,
+    pub queues: Vec<QueueName>,
     /// How soon a dead worker's jobs run again (SPEC 5): see `courier_worker::leases::redis_lease`.
     pub lease_ms: u64,
     /// Most jobs taken from Redis in one round trip.
@@ -242,88 +256,6 @@ fn environment() -> Environment {
         .try_parsing(true)
 }
 
-const DEFAULTS: &str = r#"
-[server]
-host = "0.0.0.0"
-port = 8080
-max_request_bytes = 2_097_152
-max_batch_request_bytes = 67_108_864
-max_batch_jobs = 1000
-migrate_on_start = true
-shutdown_grace_ms = 30_000
-dispatch_interval_ms = 1000
-public_url = ""
-progress_per_second = 10
-
-[database]
-url = "postgres://postgres@127.0.0.1:5432/courier"
-max_connections = 16
-connect_timeout_ms = 5000
-
-[redis]
-url = "redis://127.0.0.1:6379"
-prefix = "courier"
-pool_size = 4
-command_timeout_ms = 5000
-sentinels = []
-sentinel_master = "courier"
-cluster = false
-nodes = []
-missing_check_ms = 3000
-
-[jobs]
-max_timeout_ms = 900_000
-max_body_bytes = 1_048_576
-max_headers = 64
-max_header_bytes = 16_384
-
-[worker]
-concurrency = 512
-queues = []
-lease_ms = 15_000
-fetch_batch = 500
-shutdown_grace_ms = 100_000
-idle_poll_ms = 1000
-history_batch = 1000
-history_buffer = 100_000
-name = ""
-metrics_host = "0.0.0.0"
-metrics_port = 9464
-
-[retention]
-succeeded_hours = 168
-dead_hours = 720
-sweep_interval_ms = 60_000
-partition_ahead_days = 3
-
-[telemetry]
-format = "json"
-filter = "info"
-
-[auth]
-enabled = true
-rate_limit_per_second = 20_000
-rate_limit_burst = 40_000
-
-[outbound]
-allow = []
-max_response_bytes = 65_536
-ca_file = ""
-
-[signing]
-secrets = []
-queues = {}
-
-[secrets]
-encryption_key = ""
-previous_encryption_keys = []
-
-[scheduler]
-enabled = true
-misfire_grace_ms = 10_000
-batch = 200
-"#;
-
 impl Settings {
     /// Loads the layers from the process environment, and checks them.
     ///
@@ -361,330 +293,9 @@ impl Settings {
     }
 }
 
-/// A comma-separated list from the environment: `COURIER__WORKER__QUEUES=` means none
-/// (not one empty name), and a name of digits alone stays a name.
-fn queue_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Name {
-        Text(String),
-        Number(u64),
-    }
-    let names = Vec::<Name>::deserialize(deserializer)?;
-    Ok(names
-        .into_iter()
-        .map(|n| match n {
-            Name::Text(t) => t.trim().to_owned(),
-            Name::Number(n) => n.to_string(),
-        })
-        .filter(|n| !n.is_empty())
-        .collect())
-}
-
-/// A list given as a TOML array or as one comma-separated string (from the environment).
-fn string_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    Ok(split_list(StringOrList::deserialize(deserializer)?))
-}
-
-/// A map whose values are lists, each given either way.
-fn string_list_map<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<std::collections::BTreeMap<String, Vec<String>>, D::Error> {
-    let map = std::collections::BTreeMap::<String, StringOrList>::deserialize(deserializer)?;
-    Ok(map.into_iter().map(|(k, v)| (k, split_list(v))).collect())
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StringOrList {
-    One(String),
-    Many(Vec<String>),
-}
-
-fn split_list(value: StringOrList) -> Vec<String> {
-    let items = match value {
-        StringOrList::One(s) => s.split(',').map(str::to_owned).collect(),
-        StringOrList::Many(v) => v,
-    };
-    items
-        .into_iter()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 impl WorkerSettings {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
-    }
-}
-
-/// A connection URL with its password (in the user info, or a `password=` parameter)
-/// replaced: what `Debug` and logs show of it.
-pub fn redact_url(url: &str) -> String {
-    let mut shown = url.to_owned();
-    if let Some(scheme_end) = url.find("://") {
-        let start = scheme_end + 3;
-        let rest = &url[start..];
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        if let Some(at) = authority.rfind('@')
-            && let Some(colon) = authority[..at].find(':')
-        {
-            shown = format!(
-                "{}[redacted]{}",
-                &url[..start + colon + 1],
-                &url[start + at..]
-            );
-        }
-    }
-    if let Some(p) = shown.find("password=") {
-        let value_start = p + "password=".len();
-        let value_end = shown[value_start..]
-            .find('&')
-            .map_or(shown.len(), |e| value_start + e);
-        shown.replace_range(value_start..value_end, "[redacted]");
-    }
-    shown
-}
-
-/// What `Debug` shows for secrets: how many there are, never what they are.
-struct Hidden(usize);
-
-impl std::fmt::Debug for Hidden {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "[{} redacted]", self.0)
-    }
-}
-
-impl std::fmt::Debug for DatabaseSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseSettings")
-            .field("url", &redact_url(&self.url))
-            .field("max_connections", &self.max_connections)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("url", &redact_url(&self.url))
-            .field("prefix", &self.prefix)
-            .field("pool_size", &self.pool_size)
-            .field("command_timeout_ms", &self.command_timeout_ms)
-            .field(
-                "sentinels",
-                &self
-                    .sentinels
-                    .iter()
-                    .map(|u| redact_url(u))
-                    .collect::<Vec<_>>(),
-            )
-            .field("sentinel_master", &self.sentinel_master)
-            .field("cluster", &self.cluster)
-            .field(
-                "nodes",
-                &self.nodes.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for SigningSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let queues: std::collections::BTreeMap<&str, Hidden> = self
-            .queues
-            .iter()
-            .map(|(q, s)| (q.as_str(), Hidden(s.len())))
-            .collect();
-        f.debug_struct("SigningSettings")
-            .field("secrets", &Hidden(self.secrets.len()))
-            .field("queues", &queues)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for SecretSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretSettings")
-            .field(
-                "encryption_key",
-                &Hidden(usize::from(!self.encryption_key.is_empty())),
-            )
-            .field(
-                "previous_encryption_keys",
-                &Hidden(self.previous_encryption_keys.len()),
-            )
-            .finish()
-    }
-}
-
-/// A setting whose value cannot work: the process stops at start and says which.
-#[derive(Debug, thiserror::Error)]
-#[error("setting {name} (COURIER__{env}) {problem}")]
-pub struct BadSetting {
-    pub name: &'static str,
-    env: String,
-    problem: String,
-}
-
-impl BadSetting {
-    fn new(name: &'static str, problem: impl Into<String>) -> Self {
-        Self {
-            name,
-            env: name.replace('.', "__").to_ascii_uppercase(),
-            problem: problem.into(),
-        }
-    }
-}
-
-/// Why settings could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Bad(#[from] BadSetting),
-}
-
-/// The shortest `worker.lease_ms` that works: the heartbeat renews a third of the way
-/// through, and a lease much shorter than a second is lost to ordinary scheduling delays.
-pub const MIN_LEASE_MS: u64 = 1000;
-
-impl Settings {
-    /// Checks every value that cannot work (a zero where at least one is needed, a lease
-    /// too short to be renewed).
-    ///
-    /// # Errors
-    /// The first bad setting, by name.
-    pub fn validate(&self) -> Result<(), BadSetting> {
-        let at_least = |name: &'static str, value: u64, min: u64| {
-            if value < min {
-                Err(BadSetting::new(
-                    name,
-                    format!("is {value}; it must be at least {min}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        at_least(
-            "server.max_request_bytes",
-            self.server.max_request_bytes as u64,
-            1024,
-        )?;
-        at_least(
-            "server.max_batch_request_bytes",
-            self.server.max_batch_request_bytes as u64,
-            1024,
-        )?;
-        at_least(
-            "server.max_batch_jobs",
-            self.server.max_batch_jobs as u64,
-            1,
-        )?;
-        at_least(
-            "server.dispatch_interval_ms",
-            self.server.dispatch_interval_ms,
-            10,
-        )?;
-        at_least(
-            "server.progress_per_second",
-            u64::from(self.server.progress_per_second),
-            1,
-        )?;
-        if !self.server.public_url.is_empty()
-            && crate::domain::TargetUrl::parse(&self.server.public_url).is_err()
-        {
-            return Err(BadSetting::new(
-                "server.public_url",
-                "must be an absolute http or https URL (or empty)",
-            ));
-        }
-        if self.redis.cluster && self.redis.nodes.is_empty() {
-            return Err(BadSetting::new(
-                "redis.nodes",
-                "is empty; redis.cluster needs at least one seed node URL",
-            ));
-        }
-        if self.redis.cluster && !self.redis.sentinels.is_empty() {
-            return Err(BadSetting::new(
-                "redis.sentinels",
-                "is set with redis.cluster; a deployment uses Sentinel or Cluster, not both",
-            ));
-        }
-        at_least(
-            "database.max_connections",
-            u64::from(self.database.max_connections),
-            2,
-        )?;
-        at_least(
-            "database.connect_timeout_ms",
-            self.database.connect_timeout_ms,
-            100,
-        )?;
-        at_least("redis.pool_size", self.redis.pool_size as u64, 1)?;
-        if self.redis.missing_check_ms != 0 {
-            at_least("redis.missing_check_ms", self.redis.missing_check_ms, 100)?;
-        }
-        at_least(
-            "redis.command_timeout_ms",
-            self.redis.command_timeout_ms,
-            100,
-        )?;
-        if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}']) {
-            return Err(BadSetting::new(
-                "redis.prefix",
-                "must be non-empty and hold no '{' or '}' (they mark Redis Cluster hash tags)",
-            ));
-        }
-        at_least("jobs.max_timeout_ms", self.jobs.max_timeout_ms, 1)?;
-        at_least("jobs.max_body_bytes", self.jobs.max_body_bytes as u64, 1)?;
-        at_least("jobs.max_headers", self.jobs.max_headers as u64, 1)?;
-        at_least(
-            "jobs.max_header_bytes",
-            self.jobs.max_header_bytes as u64,
-            64,
-        )?;
-        at_least("worker.concurrency", self.worker.concurrency as u64, 1)?;
-        at_least("worker.lease_ms", self.worker.lease_ms, MIN_LEASE_MS)?;
-        at_least("worker.fetch_batch", self.worker.fetch_batch as u64, 1)?;
-        at_least("worker.idle_poll_ms", self.worker.idle_poll_ms, 10)?;
-        at_least("worker.history_batch", self.worker.history_batch as u64, 1)?;
-        at_least(
-            "worker.history_buffer",
-            self.worker.history_buffer as u64,
-            self.worker.history_batch as u64,
-        )?;
-        at_least(
-            "retention.sweep_interval_ms",
-            self.retention.sweep_interval_ms,
-            100,
-        )?;
-        at_least(
-            "retention.partition_ahead_days",
-            self.retention.partition_ahead_days,
-            1,
-        )?;
-        if self.retention.partition_ahead_days > 366 {
-            return Err(BadSetting::new(
-                "retention.partition_ahead_days",
-                "is above 366; a partition a day is made that far ahead",
-            ));
-        }
-        at_least(
-            "outbound.max_response_bytes",
-            self.outbound.max_response_bytes as u64,
-            1,
-        )?;
-        if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {
-            return Err(BadSetting::new(
-                "auth.rate_limit_burst",
-                "is 0 while auth.rate_limit_per_second is set; it must be at least 1",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -726,7 +337,10 @@ mod tests {
                 .is_empty()
         );
         let s = with_env(&[("COURIER__WORKER__QUEUES", "mail,123, reports")]).unwrap();
-        assert_eq!(s.worker.queues, ["mail", "123", "reports"]);
+        let names: Vec<&str> = s.worker.queues.iter().map(QueueName::as_str).collect();
+        assert_eq!(names, ["mail", "123", "reports"]);
+        let bad = with_env(&[("COURIER__WORKER__QUEUES", "mail,Bad Name")]).unwrap_err();
+        assert!(bad.to_string().contains("worker.queues"), "{bad}");
     }
 
     #[test]

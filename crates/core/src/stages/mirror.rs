@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::MaintenanceError;
+use super::StageError as MaintenanceError;
 use crate::{QueueName, queue::RedisQueue, repo};
 
 /// How often every queue's flow control is checked against PostgreSQL: one small read
