@@ -151,6 +151,14 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// The route's one path parameter, as sent; a path axum cannot read is a 400 problem.
+async fn path_param<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, ApiError> {
+    let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(raw)
+}
+
 /// A job id from the path; anything but a UUID is a 400 problem.
 pub struct JobIdPath(pub JobId);
 
@@ -158,10 +166,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let raw = path_param(parts, state).await?;
         JobId::parse(&raw)
             .map(Self)
             .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a job id (a UUID)")))
@@ -177,10 +182,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueuePath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let raw = path_param(parts, state).await?;
         let queue =
             QueueName::parse(&raw).map_err(|m| ApiError::BadRequest(format!("queue name {m}")))?;
         Caller::from_request_parts(parts, state)
