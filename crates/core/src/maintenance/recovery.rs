@@ -62,8 +62,24 @@ impl Recovery {
     /// # Errors
     /// PostgreSQL or Redis unreachable.
     pub async fn flush_journal(&self, age: Duration) -> Result<usize, MaintenanceError> {
+        self.flush_journal_of(&[], age).await
+    }
+
+    /// [`Self::flush_journal`] over the queue set and `also`: after a loss of data the
+    /// set may lack a queue whose journal already holds new ends.
+    async fn flush_journal_of(
+        &self,
+        also: &[QueueName],
+        age: Duration,
+    ) -> Result<usize, MaintenanceError> {
         let mut flushed = 0;
-        for queue in self.queue.known_queues().await? {
+        let mut queues = self.queue.known_queues().await?;
+        for queue in also {
+            if !queues.contains(queue) {
+                queues.push(queue.clone());
+            }
+        }
+        for queue in queues {
             loop {
                 let entries = self
                     .queue
@@ -185,17 +201,17 @@ impl Recovery {
             .into_iter()
             .filter(|r| !r.state.is_terminal())
             .collect();
-        let missing: Vec<JobId> = self
-            .missing_from_redis(live)
-            .await?
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let missing = self.missing_from_redis(live).await?;
         if missing.is_empty() {
             return Ok(0);
         }
-        // A result waiting in the journal is not lost: record it first.
-        self.flush_journal(Duration::ZERO).await?;
+        // A result waiting in the journal is not lost: record it first, from the
+        // journals of these jobs' queues too (the queue set may not list them yet).
+        let mut queues: Vec<QueueName> = missing.iter().map(|r| r.queue.clone()).collect();
+        queues.sort();
+        queues.dedup();
+        self.flush_journal_of(&queues, Duration::ZERO).await?;
+        let missing: Vec<JobId> = missing.iter().map(|r| r.id).collect();
         let lost: Vec<Dispatch> = repo::get_jobs(&self.db, &missing)
             .await?
             .iter()
