@@ -34,7 +34,7 @@ pub fn install() -> PrometheusHandle {
             describe();
             // Shown from the start, at 0, rather than from its first increment.
             counter!("courier_history_rejects_total").increment(0);
-            for reason in ["reconcile", "missing", "stuck"] {
+            for reason in ["reconcile", "missing", "stuck", "outbox"] {
                 counter!("courier_jobs_redispatched_total", "reason" => reason).increment(0);
             }
             handle

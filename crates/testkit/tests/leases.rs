@@ -252,3 +252,70 @@ async fn a_default_timeout_job_whose_result_never_reached_postgresql_is_run_agai
     assert_eq!(job["attempts"], 2, "the lost attempt counts");
     assert_eq!(target.count(), 1);
 }
+
+/// A job whose dispatch succeeded but was not marked done (its process died in
+/// between, or Redis answered too late) stays in the dispatch outbox. Here it has run
+/// and ended in Redis, and its worker's history batch has not reached PostgreSQL yet:
+/// PostgreSQL still calls it queued. The outbox pass must not send it again (the chaos
+/// run of issue 25 saw it do so, a second call 300 ms after the first); it writes the
+/// end from the journal instead, and drops the outbox row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_outbox_pass_does_not_send_again_a_job_that_ran_before_its_dispatch_was_marked() {
+    let env = TestEnv::new().await;
+    let target = Target::start().await;
+    let app = TestApp::spawn(env.settings.clone()).await;
+    let id = app
+        .submit(json!({"target": {"url": target.url("/once")}}))
+        .await;
+    let queue = RedisQueue::new(&env.settings.redis).unwrap();
+    let default = courier_core::QueueName::default();
+    let leased = queue
+        .fetch(&default, 1, Duration::from_secs(15))
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    let record = succeeded(&leased);
+    assert_eq!(
+        queue
+            .complete(&default, &[ending(&leased, &record)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    // Back in the outbox, as old as an unmarked dispatch the pass takes up.
+    sqlx::query(
+        "INSERT INTO job_dispatch (job_id, created_at) VALUES ($1::uuid, now() - interval '1 minute')",
+    )
+    .bind(&id)
+    .execute(&env.db)
+    .await
+    .unwrap();
+    let recovery = courier_core::maintenance::Recovery::new(
+        env.db.clone(),
+        queue.clone(),
+        env.settings.worker.lease(),
+        std::sync::Arc::new(
+            courier_core::crypto::SecretBox::from_settings(&env.settings.secrets).unwrap(),
+        ),
+    );
+    // This pass, or the API's own, which runs the same code, takes the row.
+    recovery.dispatch_outbox().await.unwrap();
+    courier_testkit::wait_until("the outbox row dropped", T, || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_dispatch")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    let job = app.wait_for_state(&id, "succeeded", T).await;
+    assert_eq!(job["attempts"], 1);
+    let job_id = courier_core::JobId::parse(&id).unwrap();
+    assert_eq!(
+        queue.present(&default, &[job_id]).await.unwrap(),
+        [false],
+        "the outbox pass put the job that had ended back into redis"
+    );
+    assert_eq!(app.executions(&id).await.len(), 1);
+}

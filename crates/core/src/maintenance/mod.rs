@@ -1,8 +1,9 @@
 //! Background work that keeps PostgreSQL (the system of record) and Redis (dispatch) in
 //! step. The API and every worker run it, so it goes on while any Courier process is up:
 //!
-//! - the outbox pass of [`crate::stages::dispatch`]: sends jobs whose dispatch failed
-//!   (Redis down, a process killed between commit and dispatch);
+//! - the outbox pass of [`recovery`]: sends jobs whose dispatch right after their
+//!   commit failed (Redis down, a process killed between commit and dispatch), under
+//!   the same rule and lock as every other redispatch;
 //! - [`reconcile`]: notices that Redis lost data (a wipe removes the marker key, a
 //!   restart changes Redis's `run_id`; AOF `everysec` can lose the last second) and then,
 //!   once, re-dispatches every live job Redis no longer has and drops jobs Redis still
@@ -32,7 +33,7 @@ pub use reconcile::{Reconciled, Reconciler};
 pub use recovery::Recovery;
 pub use retention::Retention;
 
-use crate::{Settings, crypto::SecretBox, queue::RedisQueue, stages::Dispatcher};
+use crate::{Settings, crypto::SecretBox, queue::RedisQueue};
 
 /// Most rows or entries handled in one pass.
 pub(crate) const BATCH: i64 = 500;
@@ -52,10 +53,6 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    pub fn dispatcher(&self) -> Dispatcher {
-        Dispatcher::new(self.db.clone(), self.queue.clone())
-    }
-
     pub fn recovery(&self) -> Recovery {
         Recovery::new(
             self.db.clone(),
@@ -95,12 +92,12 @@ impl Maintenance {
         Retention::new(self.db.clone(), self.settings.retention.clone())
     }
 
-    /// Starts the dispatcher, reconciler, missing-job check, recovery and flow-control
+    /// Starts the outbox pass, reconciler, missing-job check, recovery and flow-control
     /// mirror loops (and retention when `retention`); they run until `stop`.
     pub fn spawn(&self, stop: &CancellationToken, retention: bool) -> Vec<JoinHandle<()>> {
         let every = Duration::from_millis(self.settings.server.dispatch_interval_ms);
         let mut tasks = vec![
-            tokio::spawn(self.dispatcher().run(every, stop.clone())),
+            tokio::spawn(self.recovery().run_outbox(every, stop.clone())),
             tokio::spawn(self.reconciler().run(stop.clone())),
             tokio::spawn(self.recovery().run(stop.clone())),
             tokio::spawn(self.flow().run(stop.clone())),

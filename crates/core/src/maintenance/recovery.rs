@@ -8,7 +8,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{BATCH, FlowMirror, MaintenanceError};
+use chrono::Utc;
+
+use super::{BATCH, FlowMirror, MaintenanceError, repeat};
 use crate::{
     JobId, QueueName,
     crypto::SecretBox,
@@ -35,6 +37,10 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// How long one redispatch may hold its lock, and how long another waits for it: far
 /// longer than re-reading and re-dispatching even a whole Redis's worth of jobs takes.
 const REDISPATCH_LOCK: Duration = Duration::from_secs(30);
+
+/// Jobs younger than this are left to the request that created them (which takes them
+/// out of the dispatch outbox within milliseconds once they are in Redis).
+const DISPATCH_GRACE: Duration = Duration::from_secs(5);
 
 /// Replays orphaned journal entries and runs again jobs whose result was lost.
 #[derive(Clone)]
@@ -167,6 +173,62 @@ impl Recovery {
         let done = self.redispatch_locked(candidates).await;
         self.queue.unlock(Lock::Redispatch, &lock).await?;
         done
+    }
+
+    /// One pass of the dispatch outbox: jobs committed more than [`DISPATCH_GRACE`] ago
+    /// whose dispatch right after the commit failed, or was not marked done. Each is sent
+    /// under the rule of [`Self::redispatch_lost`] (without its wait: these are old
+    /// enough): a job whose dispatch succeeded but was not marked may have run and
+    /// ended already, and sending it on the outbox's word alone would run it twice; so
+    /// may a copy that a redispatch sends meanwhile, hence the same lock. The outbox rows
+    /// stay locked, and are dropped only in the transaction that follows the sending, so
+    /// a process that dies midway leaves them to the next pass. Returns how many outbox
+    /// rows it handled (sent, or found in Redis or finished).
+    ///
+    /// # Errors
+    /// PostgreSQL or Redis unreachable.
+    pub async fn dispatch_outbox(&self) -> Result<usize, MaintenanceError> {
+        let before =
+            Utc::now() - chrono::Duration::from_std(DISPATCH_GRACE).expect("a small duration");
+        repo::spread_stale_batches(&self.db, before).await?;
+        let mut tx = self.db.begin().await?;
+        let rows = repo::lock_undispatched(&mut *tx, before, BATCH).await?;
+        if rows.is_empty() {
+            drop(tx);
+            repo::drop_stale_dispatches(&self.db, before).await?;
+            return Ok(0);
+        }
+        // Busy: another process is redispatching; the next pass sends these.
+        let Some(lock) = self
+            .queue
+            .try_lock(Lock::Redispatch, REDISPATCH_LOCK)
+            .await?
+        else {
+            return Ok(0);
+        };
+        let ids: Vec<JobId> = rows.iter().map(|r| r.id).collect();
+        let sent = self.redispatch_locked(&ids).await;
+        self.queue.unlock(Lock::Redispatch, &lock).await?;
+        let sent = sent?;
+        repo::mark_dispatched_in(&mut *tx, &ids).await?;
+        tx.commit().await?;
+        if sent > 0 {
+            crate::metrics::redispatched("outbox", sent as u64);
+            tracing::info!(jobs = sent, "dispatched jobs that had missed redis");
+        }
+        Ok(ids.len())
+    }
+
+    /// Runs the outbox pass every `interval` until `stop` (at once again after a full
+    /// batch).
+    pub async fn run_outbox(self, interval: Duration, stop: CancellationToken) {
+        repeat(
+            &stop,
+            interval,
+            || async { Ok(self.dispatch_outbox().await? as i64 == BATCH) },
+            "dispatcher pass",
+        )
+        .await;
     }
 
     /// Takes the redispatch lock, waiting for another process's redispatch to end.

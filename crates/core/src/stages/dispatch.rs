@@ -1,13 +1,13 @@
-//! Getting committed jobs into Redis: at once after their commit (the intake, retries),
-//! and, for those that missed it, from the dispatch outbox.
+//! Getting committed jobs into Redis at once after their commit (the intake, retries).
+//!
+//! Those that missed it (Redis down, the process killed between commit and dispatch)
+//! stay in the dispatch outbox, whose pass is [`crate::maintenance::Recovery::dispatch_outbox`]:
+//! it sends a job only under the rule that decides a job Redis lacks was really lost,
+//! since a job whose dispatch here succeeded but was not marked may already have run.
 
-use std::time::Duration;
-
-use chrono::Utc;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-use super::{StageError as MaintenanceError, callback, mirror::FlowMirror, repeat};
+use super::{callback, mirror::FlowMirror};
 use crate::{
     JobId,
     domain::Job,
@@ -25,13 +25,6 @@ pub fn of(job: &Job) -> Dispatch {
         job.attempts,
     )
 }
-
-/// Most outbox entries sent in one pass.
-const BATCH: i64 = 500;
-
-/// Jobs younger than this are left to the request that created them (which takes them
-/// out of the outbox within milliseconds once they are in Redis).
-const DISPATCH_GRACE: Duration = Duration::from_secs(5);
 
 /// Sends jobs to Redis and keeps the dispatch outbox in step.
 #[derive(Clone)]
@@ -93,44 +86,7 @@ impl Dispatcher {
         }
     }
 
-    /// One outbox pass: locks a batch of undispatched jobs, sends them, marks them.
-    /// Returns how many were sent.
-    ///
-    /// # Errors
-    /// PostgreSQL or Redis unreachable.
-    pub async fn dispatch_pending(&self) -> Result<usize, MaintenanceError> {
-        let before =
-            Utc::now() - chrono::Duration::from_std(DISPATCH_GRACE).expect("a small duration");
-        repo::spread_stale_batches(&self.db, before).await?;
-        let mut tx = self.db.begin().await?;
-        let rows = repo::lock_undispatched(&mut *tx, before, BATCH).await?;
-        if rows.is_empty() {
-            drop(tx);
-            repo::drop_stale_dispatches(&self.db, before).await?;
-            return Ok(0);
-        }
-        let jobs: Vec<Dispatch> = rows.iter().map(of).collect();
-        self.flow().ensure(jobs.iter().map(|j| &j.queue)).await?;
-        self.queue.enqueue(&jobs).await?;
-        let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
-        repo::mark_dispatched_in(&mut *tx, &ids).await?;
-        tx.commit().await?;
-        tracing::info!(jobs = ids.len(), "dispatched jobs that had missed redis");
-        Ok(ids.len())
-    }
-
     fn flow(&self) -> FlowMirror {
         FlowMirror::new(self.db.clone(), self.queue.clone())
-    }
-
-    /// Runs the outbox pass every `interval` until `stop`.
-    pub async fn run(self, interval: Duration, stop: CancellationToken) {
-        repeat(
-            &stop,
-            interval,
-            || async { Ok(self.dispatch_pending().await? as i64 == BATCH) },
-            "dispatcher pass",
-        )
-        .await;
     }
 }
