@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: rustfmt, clippy, the binaries' build, the
 # whole test suite under cargo-nextest (unit and integration tests against a real Redis
-# and PostgreSQL), then the tiny benchmark when bench/run.sh exists. CI runs it through
-# .ci/run.
+# and PostgreSQL), the tiny benchmark when bench/run.sh exists, then Docker Compose run
+# for real (scripts/compose-check.sh). CI runs it through .ci/run.
 #
 # Services: tests reach PostgreSQL through TEST_DATABASE_URL (they create their own
 # databases through it) and Redis through TEST_REDIS_URL. Left unset, they default to
@@ -169,6 +169,12 @@ step "Deployment manifests" scripts/check-deploy.sh
 step "cargo nextest" cargo nextest run --workspace --locked --no-fail-fast --profile ci
 if [[ -x bench/run.sh ]]; then
     step "bench/run.sh --tiny" bench/run.sh --tiny
+fi
+# Docker Compose for real: the images built from the Dockerfiles, the stack brought up
+# on a private Docker engine and put through faults (COURIER_SKIP_COMPOSE=1 skips it,
+# for a quick local run; CI never sets it).
+if [[ ${COURIER_SKIP_COMPOSE:-} != 1 ]]; then
+    step "Docker Compose (scripts/compose-check.sh)" scripts/compose-check.sh
 fi
 
 current_step="done"

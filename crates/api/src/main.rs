@@ -69,8 +69,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck => {
-            let url = format!("http://127.0.0.1:{}/healthz", settings.server.port);
-            let ok = healthcheck(&url).await.unwrap_or(false);
+            let ok = courier_core::probe::answers_ok(
+                settings.server.port,
+                "/healthz",
+                std::time::Duration::from_secs(3),
+            )
+            .await;
             std::process::exit(if ok { 0 } else { 1 })
         }
         Command::Keys(command) => manage_keys(&settings, command).await,
@@ -171,27 +175,6 @@ async fn manage_keys(settings: &Settings, command: KeysCommand) -> anyhow::Resul
         }
     }
     Ok(())
-}
-
-/// A minimal HTTP/1.1 GET, so the container image needs no curl.
-async fn healthcheck(url: &str) -> anyhow::Result<bool> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-    stream
-        .write_all(
-            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    Ok(answer.starts_with(b"HTTP/1.1 200"))
 }
 
 /// SIGTERM or Ctrl-C.

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod maintenance;
 pub mod metrics;
 pub mod outbound;
+pub mod probe;
 pub mod queue;
 pub mod repo;
 pub mod schedule;

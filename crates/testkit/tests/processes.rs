@@ -325,3 +325,54 @@ async fn settings_that_cannot_work_stop_both_binaries_naming_the_setting() {
         }
     }
 }
+
+/// `courier-worker healthcheck`, the container health check (docker-compose.yml,
+/// Dockerfile.worker): 0 while the worker on that metrics port is ready, 1 once
+/// PostgreSQL is out of its reach (here: a worker whose database does not exist), and 1
+/// where no worker listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worker_healthcheck_says_whether_the_worker_on_its_port_is_ready() {
+    let env = TestEnv::new().await;
+    let healthcheck = |port: u16| {
+        let vars = env.process_env_with(&[("COURIER__WORKER__METRICS_PORT", &port.to_string())]);
+        async move {
+            let mut check = ChildProcess::spawn("courier-worker", &["healthcheck"], &vars);
+            check.wait().await.code()
+        }
+    };
+    let ready = start_worker(&env, &[]).await;
+    let port = metrics_port(&ready);
+    assert_eq!(healthcheck(port).await, Some(0), "{}", ready.output());
+
+    let mut no_db = env.process_env_with(&[]);
+    for (k, v) in &mut no_db {
+        if k == "DATABASE_URL" || k == "COURIER__DATABASE__URL" {
+            *v = format!("{}_missing", v.trim_end_matches('/'));
+        }
+    }
+    let unready = ChildProcess::start_worker(&no_db).await;
+    let unready_port = metrics_port(&unready);
+    assert_eq!(
+        healthcheck(unready_port).await,
+        Some(1),
+        "{}",
+        unready.output()
+    );
+
+    drop(ready);
+    wait_until("the worker gone", Duration::from_secs(20), || async {
+        (healthcheck(port).await == Some(1)).then_some(())
+    })
+    .await;
+    let mut bad = ChildProcess::spawn(
+        "courier-worker",
+        &["--frobnicate"],
+        &env.process_env_with(&[]),
+    );
+    assert_ne!(bad.wait().await.code(), Some(0));
+    assert!(
+        bad.output().contains("usage: courier-worker [healthcheck]"),
+        "{}",
+        bad.output()
+    );
+}

@@ -101,14 +101,10 @@ impl Reconciler {
             if state.is_settled() {
                 return Ok(None);
             }
+            // A marker that changed is news; none at all is also what every new Redis
+            // shows, so its words wait for what the reconciliation finds.
             if state.marker.is_some() {
                 tracing::warn!(
-                    run_id = state.run_id,
-                    "{}; reconciling it with postgresql",
-                    why(&state)
-                );
-            } else {
-                tracing::info!(
                     run_id = state.run_id,
                     "{}; reconciling it with postgresql",
                     why(&state)
@@ -124,12 +120,23 @@ impl Reconciler {
                     "redis lost data again while it was being reconciled; reconciling again"
                 );
             }
-            Ok(Some(done))
+            Ok(Some((done, state.marker.is_none())))
         };
-        let Some(Some(done)) = self.locked(work).await? else {
+        let Some(Some((done, unmarked))) = self.locked(work).await? else {
             return Ok(None);
         };
-        done.log(None);
+        if unmarked && done == Reconciled::default() {
+            tracing::info!(
+                "redis is new to courier (it holds no reconciliation marker yet) and lacks no job postgresql has; marked it"
+            );
+        } else if unmarked {
+            tracing::warn!(
+                "redis holds no reconciliation marker: it lost its data (or was replaced); reconciled it with postgresql"
+            );
+            done.log(None);
+        } else {
+            done.log(None);
+        }
         Ok(Some(done))
     }
 
