@@ -92,6 +92,11 @@ stop_engine() {
         for _ in $(seq 1 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
         kill -9 "$DOCKERD_PID" 2>/dev/null || true
     fi
+    # dockerd leaves its network namespace mounted under the exec root.
+    for ns in "$H"/exec/netns/*; do
+        [[ -e $ns ]] && umount "$ns" 2>/dev/null
+    done
+    return 0
 }
 SCRATCH=""
 cleanup() {
