@@ -627,6 +627,33 @@ async fn each_kind_of_bad_input_gets_a_422_naming_its_field() {
             "{body}: fields {fields:?}, wanted {field}"
         );
     }
+    // Issue 28: the field, the value and its range, not croner's "Number out of bounds."
+    for (cron, says) in [
+        ("0 25 * * MON-FRI", "hour 25 is out of range 0-23"),
+        ("61 * * * *", "minute 61 is out of range 0-59"),
+        ("0 9 * 13 *", "month 13 is out of range 1-12"),
+    ] {
+        let (status, problem) = app
+            .post("/v1/schedules", &with(json!({"cron": cron})))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        let message = problem["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{cron}: {problem}");
+    }
+    let (status, problem) = app
+        .post(
+            "/v1/schedules",
+            &with(json!({"job": {"target": {"url": "127.0.0.1:8080/healthz"}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no scheme: write http://127.0.0.1:8080/healthz"),
+        "{problem}"
+    );
     let (status, problem) = app
         .send(
             Method::PUT,

@@ -34,7 +34,19 @@ impl TargetUrl {
         if raw.len() > MAX_URL_BYTES {
             return Err(format!("must be at most {MAX_URL_BYTES} bytes"));
         }
-        let url = url::Url::parse(raw).map_err(|e| format!("is not an absolute URL: {e}"))?;
+        // `127.0.0.1:8080/x` is a relative URL to the parser, and `localhost:8080/x` one
+        // with the scheme `localhost`: both lack the scheme, which is what to say.
+        let no_scheme = || format!("has no scheme: write http://{raw} or https://{raw}");
+        let url = url::Url::parse(raw).map_err(|e| match e {
+            url::ParseError::RelativeUrlWithoutBase if !raw.contains("://") => no_scheme(),
+            e => format!("is not an absolute URL: {e}"),
+        })?;
+        let host_and_port = raw
+            .get(url.scheme().len() + 1..)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        if !raw.contains("://") && host_and_port {
+            return Err(no_scheme());
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
                 "scheme must be http or https, not {}",
@@ -228,6 +240,25 @@ fn is_token_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 28: a URL without its scheme is not called "a relative URL".
+    #[test]
+    fn a_url_without_its_scheme_is_told_so() {
+        for raw in [
+            "127.0.0.1:8080/healthz",
+            "localhost:8080/healthz",
+            "example.com/x",
+        ] {
+            assert_eq!(
+                TargetUrl::parse(raw).unwrap_err(),
+                format!("has no scheme: write http://{raw} or https://{raw}")
+            );
+        }
+        assert_eq!(
+            TargetUrl::parse("mailto:ops@example.com").unwrap_err(),
+            "scheme must be http or https, not mailto"
+        );
+    }
 
     #[test]
     fn urls_must_be_absolute_http() {

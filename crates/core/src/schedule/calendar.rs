@@ -30,6 +30,53 @@ pub enum Calendar {
 /// (`0 0 29 2 MON`, once in decades) counts as ended.
 const SEARCH_LIMIT_YEARS: i32 = 5;
 
+fn parse(expression: &str) -> Result<Cron, croner::errors::CronError> {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expression)
+}
+
+/// The fields of a cron expression of 5 fields (6: seconds first), with their bounds.
+const FIELDS: [(&str, u32, u32); 6] = [
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+];
+
+/// What is wrong with `expression`, which croner refused with `error`: croner says what
+/// (`Number out of bounds.`), not where. Each field is tried alone (the others `*`) to
+/// find the one croner refuses, and a number in it outside the field's bounds is named
+/// with them: `hour 25 is out of range 0-23 (in "0 25 * * MON-FRI")`.
+fn explain(expression: &str, error: &croner::errors::CronError) -> String {
+    let given: Vec<&str> = expression.split_whitespace().collect();
+    let fields = &FIELDS[FIELDS.len() - given.len()..];
+    for (i, (&text, &(name, low, high))) in given.iter().zip(fields).enumerate() {
+        let alone: Vec<&str> = (0..given.len())
+            .map(|j| if j == i { text } else { "*" })
+            .collect();
+        if parse(&alone.join(" ")).is_ok() {
+            continue;
+        }
+        let out_of_range = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse::<u64>().ok())
+            .find(|&n| n < u64::from(low) || n > u64::from(high));
+        // A step (`*/90`) is bounded by the field too, but is not a value of it.
+        return match out_of_range {
+            Some(n) if !text.contains('/') || !text.ends_with(&format!("/{n}")) => {
+                format!("{name} {n} is out of range {low}-{high} (in {expression:?})")
+            }
+            _ => format!("{name} {text:?} is not valid ({error}) (in {expression:?})"),
+        };
+    }
+    format!("cannot be parsed: {error}")
+}
+
 impl Calendar {
     /// Parses `expression` (croner's syntax: names, ranges, steps, `L`, `#`, `W`; 5 fields
     /// or 6 with seconds) for the zone named `zone`.
@@ -50,12 +97,7 @@ impl Calendar {
                 format!("must have 5 fields, or 6 with seconds first; got {fields}"),
             ));
         }
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .year(Year::Disallowed)
-            .build()
-            .parse(expression)
-            .map_err(|e| ("cron", format!("cannot be parsed: {e}")))?;
+        let cron = parse(expression).map_err(|e| ("cron", explain(expression, &e)))?;
         // A pattern that never matches (`0 0 30 2 *`) is refused now, not at its first run.
         let probe = Utc::now().with_timezone(&zone);
         cron.find_next_occurrence(&probe, false)
@@ -238,6 +280,48 @@ mod tests {
         assert_eq!(
             last_day.upcoming(utc("2027-02-01T00:00:00Z"), 1),
             [utc("2027-02-28T00:00:00Z")]
+        );
+    }
+
+    /// Issue 28: croner's `Number out of bounds.` becomes the field, the value and the
+    /// allowed range.
+    #[test]
+    fn a_number_out_of_its_fields_range_is_named_with_the_range() {
+        for (expression, message) in [
+            (
+                "0 25 * * MON-FRI",
+                r#"hour 25 is out of range 0-23 (in "0 25 * * MON-FRI")"#,
+            ),
+            (
+                "61 * * * *",
+                r#"minute 61 is out of range 0-59 (in "61 * * * *")"#,
+            ),
+            (
+                "0 9 * 13 *",
+                r#"month 13 is out of range 1-12 (in "0 9 * 13 *")"#,
+            ),
+            (
+                "0 9 0 * *",
+                r#"day of month 0 is out of range 1-31 (in "0 9 0 * *")"#,
+            ),
+            (
+                "0 9 * * 1-8",
+                r#"day of week 8 is out of range 0-7 (in "0 9 * * 1-8")"#,
+            ),
+            (
+                "75 0 9 * * *",
+                r#"second 75 is out of range 0-59 (in "75 0 9 * * *")"#,
+            ),
+        ] {
+            assert_eq!(
+                Calendar::cron(expression, "UTC").unwrap_err(),
+                ("cron", message.to_string())
+            );
+        }
+        let (_, word) = Calendar::cron("0 9 * * FUNDAY", "UTC").unwrap_err();
+        assert!(
+            word.starts_with(r#"day of week "FUNDAY" is not valid ("#),
+            "{word}"
         );
     }
 
