@@ -172,9 +172,13 @@ fi
 
 # --- Redis --------------------------------------------------------------------------------
 redis_answers() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
-if redis_answers 6379; then
+if [[ ${DEV_OWN_REDIS:-} != 1 ]] && redis_answers 6379; then
     redis_port=6379
-    log "using the Redis on 127.0.0.1:6379"
+    if [[ $(redis-cli -h 127.0.0.1 -p 6379 config get appendonly 2>/dev/null | tail -n 1) != yes ]]; then
+        log "using the Redis on 127.0.0.1:6379; it keeps nothing on disk (AOF off), so Courier warns at start. DEV_OWN_REDIS=1 starts one of this script's own with AOF on"
+    else
+        log "using the Redis on 127.0.0.1:6379"
+    fi
 elif redis_answers "$DEV_REDIS_PORT"; then
     redis_port=$DEV_REDIS_PORT
     log "using the Redis already running on 127.0.0.1:$redis_port (left over from an earlier run)"
@@ -192,9 +196,16 @@ fi
 REDIS_URL="redis://127.0.0.1:$redis_port"
 
 # --- build --------------------------------------------------------------------------------
-log "building courier-api and courier-worker (release; the first build takes about 5 minutes on 2 cores, later ones seconds)"
+# The whole workspace, as bench/run.sh builds it (`-p` of a few packages resolves
+# features differently, and rebuilt every dependency): the API, the workers and the
+# `courier` CLI. --quiet: one line here instead of hundreds of `Compiling`; errors show.
+if [[ -x target/release/courier-api && -x target/release/courier-worker && -x target/release/courier ]]; then
+    log "building (release; up to date in seconds unless the sources changed)"
+else
+    log "building the API, the worker and the courier CLI (release; the first build takes about 10 minutes on 2 cores, later ones seconds)"
+fi
 # sqlx checks queries against the committed .sqlx/ data, not the (not yet migrated) database.
-SQLX_OFFLINE=${SQLX_OFFLINE:-true} cargo build --release -p courier-api -p courier-worker
+SQLX_OFFLINE=${SQLX_OFFLINE:-true} cargo build --release --locked --workspace --bins --quiet
 api_bin=$ROOT/target/release/courier-api
 worker_bin=$ROOT/target/release/courier-worker
 
@@ -283,6 +294,11 @@ in development; point it at an endpoint of yours:
   curl -fsS -H "Authorization: Bearer \$COURIER_KEY" $base/v1/jobs/\$id
   curl -fsS -H "Authorization: Bearer \$COURIER_KEY" $base/v1/jobs/\$id/executions
   curl -fsS -H "Authorization: Bearer \$COURIER_KEY" $base/v1/queues
+
+The courier CLI is built too; put it on PATH for this shell, and it finds the key:
+
+  export PATH=\$PWD/target/release:\$PATH COURIER_API_KEY=\$(cat .dev/api-key)
+  courier list
 
 More keys: target/release/courier-api keys create --name NAME --scope read|write|admin
 
