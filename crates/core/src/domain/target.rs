@@ -37,14 +37,17 @@ impl TargetUrl {
         // `127.0.0.1:8080/x` is a relative URL to the parser, and `localhost:8080/x` one
         // with the scheme `localhost`: both lack the scheme, which is what to say.
         let no_scheme = || format!("has no scheme: write http://{raw} or https://{raw}");
+        let host_first = !raw.contains("://")
+            && raw.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && !raw.contains(char::is_whitespace);
         let url = url::Url::parse(raw).map_err(|e| match e {
-            url::ParseError::RelativeUrlWithoutBase if !raw.contains("://") => no_scheme(),
+            url::ParseError::RelativeUrlWithoutBase if host_first => no_scheme(),
             e => format!("is not an absolute URL: {e}"),
         })?;
         let host_and_port = raw
             .get(url.scheme().len() + 1..)
             .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
-        if !raw.contains("://") && host_and_port {
+        if host_first && host_and_port {
             return Err(no_scheme());
         }
         if !matches!(url.scheme(), "http" | "https") {
@@ -252,6 +255,14 @@ mod tests {
             assert_eq!(
                 TargetUrl::parse(raw).unwrap_err(),
                 format!("has no scheme: write http://{raw} or https://{raw}")
+            );
+        }
+        for raw in ["not a url", "/relative"] {
+            assert!(
+                TargetUrl::parse(raw)
+                    .unwrap_err()
+                    .starts_with("is not an absolute URL"),
+                "{raw}"
             );
         }
         assert_eq!(
