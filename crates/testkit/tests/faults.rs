@@ -122,6 +122,11 @@ async fn a_paused_worker_that_lost_its_lease_cannot_complete_the_job() {
         (target.count() == 1).then_some(())
     })
     .await;
+    // Not in the middle of its history batch: a worker stopped inside the transaction
+    // that marks the job running holds the job's row, and every other writer of that
+    // row waits until the stopped process dies (seen once under a loaded suite).
+    app.wait_for_state(&id, "running", Duration::from_secs(20))
+        .await;
     paused.signal("STOP").await;
 
     let mut settings = env.settings.clone();
