@@ -136,6 +136,29 @@ fn succeeded(job: &courier_core::queue::Leased) -> String {
     .unwrap()
 }
 
+/// What a worker does in Redis for the next job of `queue`: takes its lease and ends it
+/// succeeded (the journal keeps the record). PostgreSQL hears nothing.
+async fn run_one_in_redis(
+    queue: &RedisQueue,
+    name: &courier_core::QueueName,
+) -> courier_core::queue::Leased {
+    let leased = queue
+        .fetch(name, 1, Duration::from_secs(15))
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    let record = succeeded(&leased);
+    assert_eq!(
+        queue
+            .complete(name, &[ending(&leased, &record)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    leased
+}
+
 /// A worker that ended its attempt in Redis and was killed before its history batch
 /// reached PostgreSQL: Redis no longer has the job, PostgreSQL still says running.
 /// (After the start-up reconciliation, so that only the periodic checks can find it.)
@@ -159,20 +182,7 @@ async fn killed_after_ending(
     )
     .await;
     let default = courier_core::QueueName::default();
-    let leased = queue
-        .fetch(&default, 1, Duration::from_secs(15))
-        .await
-        .unwrap()
-        .jobs
-        .remove(0);
-    let record = succeeded(&leased);
-    assert_eq!(
-        queue
-            .complete(&default, &[ending(&leased, &record)])
-            .await
-            .unwrap(),
-        [true]
-    );
+    let leased = run_one_in_redis(&queue, &default).await;
     if lose_the_journal_too {
         queue
             .journal_ack(
@@ -269,20 +279,7 @@ async fn the_outbox_pass_does_not_send_again_a_job_that_ran_before_its_dispatch_
         .await;
     let queue = RedisQueue::new(&env.settings.redis).unwrap();
     let default = courier_core::QueueName::default();
-    let leased = queue
-        .fetch(&default, 1, Duration::from_secs(15))
-        .await
-        .unwrap()
-        .jobs
-        .remove(0);
-    let record = succeeded(&leased);
-    assert_eq!(
-        queue
-            .complete(&default, &[ending(&leased, &record)])
-            .await
-            .unwrap(),
-        [true]
-    );
+    let leased = run_one_in_redis(&queue, &default).await;
     // Back in the outbox, as old as an unmarked dispatch the pass takes up.
     sqlx::query(
         "INSERT INTO job_dispatch (job_id, created_at) VALUES ($1::uuid, now() - interval '1 minute')",
