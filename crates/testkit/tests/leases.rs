@@ -279,7 +279,7 @@ async fn the_outbox_pass_does_not_send_again_a_job_that_ran_before_its_dispatch_
         .await;
     let queue = RedisQueue::new(&env.settings.redis).unwrap();
     let default = courier_core::QueueName::default();
-    let leased = run_one_in_redis(&queue, &default).await;
+    run_one_in_redis(&queue, &default).await;
     // Back in the outbox, as old as an unmarked dispatch the pass takes up.
     sqlx::query(
         "INSERT INTO job_dispatch (job_id, created_at) VALUES ($1::uuid, now() - interval '1 minute')",
