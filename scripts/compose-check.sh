@@ -239,7 +239,6 @@ rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH"
 cp -r .env.example docker deploy "$SCRATCH/"
 cp "$COMPOSE_FILE_TRIED" "$SCRATCH/docker-compose.yml"
-export COMPOSE_CHECK_HOME=$H
 python3 "$ROOT/scripts/compose_check.py" "$SCRATCH" scenario
 
 stage "observability profile (prometheus)"

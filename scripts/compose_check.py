@@ -27,7 +27,6 @@ PROJECT = sys.argv[1]
 WHAT = sys.argv[2]
 JOBS = int(os.environ.get("COMPOSE_CHECK_JOBS", "2000"))
 SLOW_SHARE = 2  # every second job's call takes 2 s
-STATE = os.path.join(os.environ.get("COMPOSE_CHECK_HOME", PROJECT), "scenario.json")
 T0 = time.time()
 
 
@@ -360,7 +359,6 @@ def scenario():
     if api_state.get("Health", {}).get("Status") not in ("healthy", "starting"):
         problems.append(f"the api container is {api_state}")
     problems += [v for k, v in checks if isinstance(v, str) and v.startswith("FAIL")]
-    json.dump({"api": api, "key": key}, open(STATE, "w"))
     if problems:
         raise Failed("; ".join(problems))
 
@@ -408,7 +406,6 @@ def network_checks():
 
 
 def observability():
-    state = json.load(open(STATE))
     compose("--profile", "observability", "up", "-d", "--no-build", "--no-recreate", "prometheus", timeout=300)
     compose("up", "-d", "--no-build", "--scale", "worker=3", "--no-recreate", timeout=300)
     workers = len(containers("worker"))
@@ -448,7 +445,6 @@ def observability():
     # A Courier metric, through Prometheus, from every worker.
     status = ask("/api/v1/query?query=count(up%7Bjob%3D%22courier-worker%22%7D%3D%3D1)")
     print(f"| count(up{{job=\"courier-worker\"}}==1) | {status['result'][0]['value'][1]} |")
-    del state
 
 
 try:
