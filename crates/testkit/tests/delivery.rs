@@ -336,6 +336,50 @@ async fn cancelling_a_running_job_aborts_its_call() {
     assert_eq!(target.count(), 1);
 }
 
+/// The job and its executions agree on the attempts of a round cancelled during its call,
+/// even when the cancel reaches PostgreSQL before the attempt's start does (the cancel is
+/// sent the moment the target sees the call, without waiting for `running`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_cancelled_during_its_call_counts_the_attempt_its_executions_list() {
+    let (env, target, app) = world().await;
+    target.script(
+        "/slow",
+        vec![
+            Reply::status(200).after(Duration::from_secs(60)),
+            Reply::status(200).after(Duration::from_secs(60)),
+        ],
+    );
+    let _worker = WorkerHandle::spawn(env.settings.clone()).await;
+    let id = app
+        .submit(json!({"target": {"url": target.url("/slow")}, "timeout_ms": 120_000}))
+        .await;
+    for round in 1..=2_usize {
+        wait_until("the call to start", T, || async {
+            (target.received_on("/slow").len() == round).then_some(())
+        })
+        .await;
+        let (status, body) = app.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let executions = app.wait_for_executions(&id, round, T).await;
+        let last = &executions[round - 1];
+        assert_eq!(last["outcome"], "cancelled", "{executions:?}");
+        assert_eq!(last["round"], round, "{executions:?}");
+        assert_eq!(last["attempt"], 1, "{executions:?}");
+        // The start may be written after the cancel's answer: wait for the job to count it.
+        let job = wait_until("the job to count the cancelled attempt", T, || async {
+            let job = app.job(&id).await;
+            (job["attempts"] == 1).then_some(job)
+        })
+        .await;
+        assert_eq!(job["state"], "cancelled", "{job}");
+        assert_eq!(job["round"], round, "{job}");
+        if round == 1 {
+            let (status, body) = app.post(&format!("/v1/jobs/{id}/retry"), &json!({})).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retrying_a_dead_job_runs_it_again_from_its_first_attempt() {
     let (env, target, app) = world().await;

@@ -62,8 +62,10 @@ fn unknown_callback() -> bool {
 }
 
 /// Marks attempts started: the job `running`, its attempts and the attempt's fencing
-/// token, unless PostgreSQL already holds a newer attempt or the job ended. `started`
-/// holds one item per job, sorted by id (one lock order for every writer).
+/// token, unless PostgreSQL already holds a newer attempt or the job ended. A job
+/// cancelled while the start was on its way still counts the attempt (its executions
+/// list it) and stays `cancelled`. `started` holds one item per job, sorted by id (one
+/// lock order for every writer).
 ///
 /// # Errors
 /// PostgreSQL unreachable or refusing.
@@ -75,11 +77,11 @@ pub async fn mark_started(
     let tokens: Vec<Token> = started.iter().map(|s| s.token).collect();
     let attempts: Vec<i32> = started.iter().map(|s| s.attempt).collect();
     sqlx::query!(
-        "UPDATE jobs SET state = 'running', attempts = LEAST(u.attempt, jobs.max_attempts), token = u.token,
-                updated_at = now()
+        "UPDATE jobs SET state = CASE WHEN job_is_live(jobs.state) THEN 'running'::job_state ELSE jobs.state END,
+                attempts = LEAST(u.attempt, jobs.max_attempts), token = u.token, updated_at = now()
          FROM UNNEST($1::uuid[], $2::int8[], $3::int4[]) AS u(id, token, attempt)
          WHERE jobs.id = u.id AND jobs.id = ANY($1) AND jobs.token < u.token
-           AND job_is_live(jobs.state)",
+           AND (job_is_live(jobs.state) OR jobs.state = 'cancelled')",
         &ids,
         &tokens as &[Token],
         &attempts
