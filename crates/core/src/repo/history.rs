@@ -241,15 +241,20 @@ pub async fn fill_cancelled_outcomes(
         .iter()
         .map(|u| u.last.as_ref().map(|l| l.duration_ms))
         .collect();
+    let attempts: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
+    // The attempt counts (its execution is listed) even when its start never reached
+    // PostgreSQL: the writer drops a start whose end arrived with it.
     sqlx::query!(
         "UPDATE jobs SET last_status_code = NULL, last_error = u.error, last_duration_ms = u.duration,
-                updated_at = now()
-         FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::int4[]) AS u(id, token, error, duration)
+                attempts = LEAST(u.attempts, jobs.max_attempts), token = u.token, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::int4[], $5::int4[])
+              AS u(id, token, error, duration, attempts)
          WHERE jobs.id = u.id AND jobs.state IN ('running', 'cancelled') AND jobs.token <= u.token",
         &ids,
         &tokens as &[Token],
         &errors as &[Option<&str>],
-        &durations as &[Option<i32>]
+        &durations as &[Option<i32>],
+        &attempts
     )
     .execute(db)
     .await?;
