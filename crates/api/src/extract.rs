@@ -1,5 +1,6 @@
 //! Request extractors that fail with problem+json instead of axum's plain-text
-//! rejections: JSON bodies (content type, size limit, syntax, unknown fields) and path ids.
+//! rejections: JSON bodies (content type, size limit, syntax, shape, unknown fields) and
+//! path ids.
 
 use std::time::Duration;
 
@@ -12,11 +13,13 @@ use bytes::BytesMut;
 use courier_core::{JobId, QueueName, Settings, domain::FieldError};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use crate::{auth::Caller, error::ApiError, state::AppState};
+use crate::{auth::Caller, error::ApiError, requests::page::NUL_MESSAGE, state::AppState};
 
-/// A request body type and the size limit that applies to it.
-pub trait JsonBody: DeserializeOwned {
+/// A request body type and the size limit that applies to it; its schema in the OpenAPI
+/// document (`ToSchema::name`) is the shape it is read against.
+pub trait JsonBody: DeserializeOwned + utoipa::ToSchema {
     fn limit(settings: &Settings) -> usize;
 }
 
@@ -30,38 +33,14 @@ impl<T: JsonBody> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let limit = T::limit(&state.settings);
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > limit.max(DRAIN_BYTES)) {
-            // Too large to be worth draining: answer at once.
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
-        let raw = read_body(req.into_body(), limit).await?;
-        let value = parse_json(&raw)?;
+        let raw = read_json(req, T::limit(&state.settings)).await?;
+        let value = parse_json(&raw, &state.document)?;
         Ok(Self { value, raw })
     }
 }
 
-/// A body that may be left out: no `Content-Type` and no bytes mean none (`POST
-/// .../pause` with or without a note).
+/// A body that may be left out: no `Content-Type` and no bytes, or the JSON `null`, mean
+/// none (`POST .../pause` with or without a note).
 impl<T: JsonBody> axum::extract::OptionalFromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
@@ -74,10 +53,41 @@ impl<T: JsonBody> axum::extract::OptionalFromRequest<AppState> for ApiJson<T> {
         if empty {
             return Ok(None);
         }
-        <Self as FromRequest<AppState>>::from_request(req, state)
-            .await
-            .map(Some)
+        let raw = read_json(req, T::limit(&state.settings)).await?;
+        if raw.trim_ascii() == b"null" {
+            return Ok(None);
+        }
+        let value = parse_json(&raw, &state.document)?;
+        Ok(Some(Self { value, raw }))
     }
+}
+
+/// The bytes of a JSON body (by its `Content-Type`) of at most `limit` bytes.
+async fn read_json(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit.max(DRAIN_BYTES)) {
+        // Too large to be worth draining: answer at once.
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    read_body(req.into_body(), limit).await
 }
 
 /// Most bytes of an oversized body read (and dropped) so that the client, still sending,
@@ -110,23 +120,161 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     Ok(buffer.freeze())
 }
 
-/// Syntax errors are 400; well-formed JSON of the wrong shape is 422 with the field's path.
-fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(raw);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        // A shape error may come before a syntax error further on (`[1, 2`): broken
-        // JSON is a 400 whatever its prefix looked like.
-        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
-            return classify(syntax, String::new());
-        }
+/// Syntax errors are 400; well-formed JSON of the wrong shape is 422 with the field's
+/// path. The JSON is first brought to the shape of `T`'s schema in `document` (see
+/// [`conform`]), so that what the document allows is what is read.
+fn parse_json<T: JsonBody>(raw: &[u8], document: &Value) -> Result<T, ApiError> {
+    let mut json: Value = serde_json::from_slice(raw).map_err(|e| classify(e, String::new()))?;
+    let schemas = &document["components"]["schemas"];
+    conform(
+        &mut json,
+        &schemas[T::name().as_ref()],
+        schemas,
+        &mut String::new(),
+    )
+    .map_err(|e| ApiError::Validation(vec![e]))?;
+    serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
         classify(
             e.into_inner(),
             if path == "." { String::new() } else { path },
         )
-    })?;
-    de.end().map_err(|e| classify(e, String::new()))?;
-    Ok(value)
+    })
+}
+
+/// Brings `value` to the shape of `schema`, as JSON Schema reads it and serde does not:
+/// an integer may be written `3.0`, and an object is never an array (serde would read
+/// `[1, 2]` as a struct's fields in order). A string never holds U+0000, which
+/// PostgreSQL's text cannot store (the document says so of every string it reads). Follows `$ref`s into `schemas`; the first of
+/// a `oneOf` or `anyOf` whose type admits the value is the one followed. Leaves every
+/// other check (types, bounds, unknown fields) to the parsing.
+fn conform(
+    value: &mut Value,
+    schema: &Value,
+    schemas: &Value,
+    path: &mut String,
+) -> Result<(), FieldError> {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => &schemas[reference.rsplit('/').next().unwrap_or_default()],
+        None => schema,
+    };
+    if value.as_str().is_some_and(|s| s.contains('\0')) {
+        return Err(FieldError::new(path.clone(), NUL_MESSAGE));
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for part in all {
+            conform(value, part, schemas, path)?;
+        }
+    }
+    let mut types = types_of(schema, schemas);
+    for key in ["oneOf", "anyOf"] {
+        let Some(alternatives) = schema.get(key).and_then(Value::as_array) else {
+            continue;
+        };
+        match alternatives
+            .iter()
+            .find(|alternative| admits(&types_of(alternative, schemas), value))
+        {
+            Some(alternative) => conform(value, alternative, schemas, path)?,
+            // None fits: the value's type is wrong, said below with every type named.
+            None => types.extend(alternatives.iter().flat_map(|a| types_of(a, schemas))),
+        }
+    }
+    match value {
+        Value::Array(items) => {
+            if !types.is_empty() && !types.contains(&"array") {
+                return Err(FieldError::new(
+                    path.clone(),
+                    format!("must be {}, not an array", describe(&types)),
+                ));
+            }
+            if let Some(item) = schema.get("items") {
+                for (i, value) in items.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    conform(value, item, schemas, path)?;
+                    path.truncate(len);
+                }
+            }
+        }
+        Value::Object(fields) => {
+            for (name, value) in fields.iter_mut() {
+                if name.contains('\0') {
+                    return Err(FieldError::new(path.clone(), NUL_MESSAGE));
+                }
+                let field = schema
+                    .get("properties")
+                    .and_then(|p| p.get(name))
+                    .or_else(|| schema.get("additionalProperties").filter(|s| s.is_object()));
+                if let Some(field) = field {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(name);
+                    conform(value, field, schemas, path)?;
+                    path.truncate(len);
+                }
+            }
+        }
+        Value::Number(n) if types.contains(&"integer") && !types.contains(&"number") => {
+            // 3.0 is an integer to JSON Schema; serde reads only 3 as one.
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                && !n.is_i64()
+                && !n.is_u64()
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The JSON types `schema` names (`type`, a string or a list), following a `$ref`.
+fn types_of<'a>(schema: &'a Value, schemas: &'a Value) -> Vec<&'a str> {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => &schemas[reference.rsplit('/').next().unwrap_or_default()],
+        None => schema,
+    };
+    match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `value`'s JSON type is one of `types` (no types admit all).
+fn admits(types: &[&str], value: &Value) -> bool {
+    types.is_empty()
+        || types.iter().any(|t| match (*t, value) {
+            ("null", Value::Null)
+            | ("boolean", Value::Bool(_))
+            | ("string", Value::String(_))
+            | ("array", Value::Array(_))
+            | ("object", Value::Object(_))
+            | ("number", Value::Number(_)) => true,
+            ("integer", Value::Number(n)) => {
+                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
+            _ => false,
+        })
+}
+
+/// `an object`, `a string or null`.
+fn describe(types: &[&str]) -> String {
+    let named: Vec<String> = types
+        .iter()
+        .filter(|t| **t != "null")
+        .map(|t| match *t {
+            "object" | "array" | "integer" => format!("an {t}"),
+            t => format!("a {t}"),
+        })
+        .collect();
+    if named.is_empty() {
+        return "null".into();
+    }
+    named.join(" or ")
 }
 
 fn classify(error: serde_json::Error, field: String) -> ApiError {
@@ -195,7 +343,44 @@ impl<S: Send + Sync> FromRequestParts<S> for QueuePath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::requests::JobRequest;
+    use crate::requests::{FlowKeyRequest, JobRequest, ProgressRequest};
+
+    fn parse_json<T: JsonBody>(raw: &[u8]) -> Result<T, ApiError> {
+        let document = crate::openapi::document(&Settings::defaults().jobs);
+        super::parse_json(raw, &document)
+    }
+
+    /// What the document allows is read, and what it forbids is refused: a struct is
+    /// never read from an array, and an integer may be written with a zero fraction.
+    #[test]
+    fn bodies_are_read_as_the_document_describes_them() {
+        for body in [&b"[null, null]"[..], br#"{"rate": [1, 2]}"#] {
+            match parse_json::<FlowKeyRequest>(body) {
+                Err(ApiError::Validation(errors)) => {
+                    assert!(
+                        errors[0].message.ends_with("not an array"),
+                        "{}",
+                        errors[0].message
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let progress: ProgressRequest = parse_json(br#"{"percent": 40.0}"#).unwrap();
+        assert_eq!(progress.percent, 40);
+        assert!(matches!(
+            parse_json::<ProgressRequest>(br#"{"percent": 40.5}"#),
+            Err(ApiError::Validation(_))
+        ));
+        // A JSON body's numbers are the client's: sent as written, never made integers.
+        let job: JobRequest = parse_json(
+            br#"{"target": {"url": "http://x", "json": {"n": 1.0}}, "max_attempts": 2.0, "retry_on_status": [409.0]}"#,
+        )
+        .unwrap();
+        assert_eq!(job.max_attempts, Some(2));
+        assert_eq!(job.retry_on_status, Some(vec![409]));
+        assert_eq!(job.target.json.unwrap().to_string(), r#"{"n":1.0}"#);
+    }
 
     #[test]
     fn syntax_errors_are_400_and_shape_errors_422_with_a_path() {

@@ -68,6 +68,7 @@ impl Application {
             governor::Quota::per_second(per_job).allow_burst(per_job),
         ));
         let state = AppState {
+            document: Arc::new(crate::openapi::document(&settings.jobs)),
             progress_limiter,
             auth: Arc::new(crate::auth::Authenticator::new(&settings.auth)),
             clock,
@@ -147,8 +148,11 @@ impl Application {
 }
 
 fn router(state: AppState) -> Router {
-    api_router(state)
-        .route("/openapi.json", axum::routing::get(crate::openapi::serve))
+    api_router(state.clone())
+        .route(
+            "/openapi.json",
+            axum::routing::get(crate::openapi::serve).with_state(state.clone()),
+        )
         // Body limits are enforced by `ApiJson` per route, as problem+json.
         .layer(DefaultBodyLimit::disable())
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -26,6 +26,9 @@ pub struct AppState {
     pub clock: courier_core::clock::SharedClock,
     /// Fires schedules: the loop it runs, and triggers and backfills.
     pub scheduler: crate::scheduler::Scheduler,
+    /// The OpenAPI document for these settings, which request bodies are read against
+    /// (`crate::extract`).
+    pub document: Arc<serde_json::Value>,
     /// Progress reports per job (`server.progress_per_second`).
     pub progress_limiter: Arc<governor::DefaultKeyedRateLimiter<courier_core::JobId>>,
 }

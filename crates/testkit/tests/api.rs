@@ -476,6 +476,141 @@ async fn the_openapi_document_describes_every_route() {
     assert!(doc["components"]["schemas"]["JobRequest"].is_object());
 }
 
+/// Issue 28, item 8: the document declares the bounds and patterns the server checks
+/// (from the same constants), and the server reads bodies as the document describes
+/// them: no struct from an array, `3.0` as an integer, no U+0000 (which PostgreSQL's
+/// text cannot hold, and which answered 500 before), no period past the end of time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_document_declares_what_the_server_checks_and_bodies_are_read_by_it() {
+    let env = TestEnv::new().await;
+    let mut settings = env.settings.clone();
+    settings.jobs.max_timeout_ms = 120_000;
+    let app = TestApp::spawn(settings).await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    let job = &schemas["JobRequest"]["properties"];
+    assert_eq!(
+        (
+            job["max_attempts"]["minimum"].clone(),
+            job["max_attempts"]["maximum"].clone()
+        ),
+        (json!(1), json!(100))
+    );
+    // A bound that follows a setting follows it in the document too.
+    assert_eq!(job["timeout_ms"]["maximum"], 120_000);
+    assert_eq!(job["flow_key"]["pattern"], "^[A-Za-z0-9_.:-]{1,128}$");
+    assert_eq!(job["queue"]["pattern"], "^[a-z0-9_-]{1,64}$");
+    assert_eq!(
+        schemas["RateRequest"]["properties"]["per_second"]["exclusiveMinimum"],
+        0.0
+    );
+    assert_eq!(
+        schemas["FlowKeyRequest"]["properties"]["max_concurrency"]["maximum"],
+        100_000
+    );
+    let limit = doc["paths"]["/v1/jobs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["maximum"], 500);
+
+    let send = |method: reqwest::Method, path: &'static str, body: &'static str| {
+        let request = app
+            .client
+            .request(method, app.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    use reqwest::Method;
+    for (method, path, body, field) in [
+        (Method::PUT, "/v1/flow-keys/tenant-1", "[null, null]", ""),
+        (
+            Method::PATCH,
+            "/v1/queues/default/settings",
+            "[null, null]",
+            "",
+        ),
+        (
+            Method::PUT,
+            "/v1/flow-keys/tenant-1",
+            r#"{"rate": [1, 2]}"#,
+            "rate",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs",
+            r#"{"target": {"url": "http://example.com", "body": "a\u0000b"}}"#,
+            "target.body",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs",
+            r#"{"target": {"url": "http://example.com"}, "labels": {"k": "\u0000"}}"#,
+            "labels.k",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs",
+            r#"{"target": {"url": "https://\u00cf"}}"#,
+            "target.url",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs/bulk/retry",
+            r#"{"filter": {"label": ["a\u0000:b"]}}"#,
+            "filter.label[0]",
+        ),
+        (
+            Method::POST,
+            "/v1/schedules",
+            r#"{"name": "s", "every_ms": 4611686018427387903, "job": {"target": {"url": "http://example.com"}}}"#,
+            "every_ms",
+        ),
+    ] {
+        let (status, problem) = send(method.clone(), path, body).await;
+        assert_eq!(status, 422, "{method} {path} {body}: {problem}");
+        assert_eq!(
+            fields(&problem),
+            [field],
+            "{method} {path} {body}: {problem}"
+        );
+    }
+    for query in ["q=%00", "label=a%00:b"] {
+        let (status, problem) = app.get(&format!("/v1/jobs?{query}")).await;
+        assert_eq!(status, 422, "{query}: {problem}");
+    }
+    // 3.0 is an integer, as JSON Schema reads it; a JSON body's numbers stay as written.
+    let (status, body) = send(
+        Method::POST,
+        "/v1/jobs",
+        r#"{"target": {"url": "http://example.com", "json": {"n": 1.0}}, "max_attempts": 2.0, "delay_ms": 60000}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["max_attempts"], 2);
+    // A pause's body may be `null`: no note.
+    let (status, body) = send(
+        Method::PUT,
+        "/v1/schedules/nightly",
+        r#"{"every_ms": 60000, "job": {"target": {"url": "http://example.com"}}}"#,
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status}: {body}");
+    let (status, body) = send(Method::POST, "/v1/schedules/nightly/pause", "null").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["paused"], true, "{body}");
+}
+
 #[tokio::test]
 async fn each_limit_follows_its_setting_with_a_clear_problem() {
     let env = TestEnv::new().await;

@@ -4,11 +4,13 @@
 use chrono::{DateTime, Utc};
 use courier_core::{
     JobState, QueueName,
-    domain::{FieldError, Labels},
+    domain::{FieldError, Labels, rules},
     repo::bulk::{BulkAction, BulkFilter},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use super::{Declared, Rule};
 
 /// Which jobs a bulk action selects: the same filter as the jobs list.
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
@@ -48,8 +50,26 @@ pub struct BulkRequest {
     pub as_of: Option<String>,
 }
 
-/// Longest `q`.
-const MAX_TEXT: usize = 512;
+/// The rules of a bulk action's fields, as the document declares them; the states each
+/// action takes are declared on its operation (`crate::openapi`).
+pub fn declared() -> Vec<Declared> {
+    use Rule::*;
+    vec![
+        Declared::new("BulkFilterRequest", "queue", Name(rules::QUEUE_NAME)),
+        Declared::new(
+            "BulkFilterRequest",
+            "label",
+            EachItem(Box::new(Pattern(LABEL_FILTER.into()))),
+        ),
+        Declared::new("BulkFilterRequest", "created_after", DateTime),
+        Declared::new("BulkFilterRequest", "created_before", DateTime),
+        Declared::new("BulkFilterRequest", "q", MaxChars(rules::MAX_QUERY_TEXT)),
+        Declared::new("BulkRequest", "as_of", DateTime),
+    ]
+}
+
+/// A label to filter on: `key:value`, the key not empty (and, as every string, no U+0000).
+pub const LABEL_FILTER: &str = "^[^:\\u0000]+:[^\\u0000]*$";
 
 fn time(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
     let value = value?;
@@ -120,10 +140,11 @@ impl BulkFilterRequest {
             &mut errors,
         );
         let text = self.q.as_deref().filter(|q| !q.is_empty());
-        if text.is_some_and(|q| q.chars().count() > MAX_TEXT) {
+        let longest = rules::MAX_QUERY_TEXT;
+        if text.is_some_and(|q| q.chars().count() > longest) {
             errors.push(FieldError::new(
                 field("q"),
-                format!("must be at most {MAX_TEXT} characters"),
+                format!("must be at most {longest} characters"),
             ));
         }
         if !errors.is_empty() {

@@ -3,12 +3,12 @@
 
 use courier_core::{
     Settings,
-    domain::{FieldError, Limits, MAX_CONCURRENCY, Problems, QueueFlow, Rate},
+    domain::{FieldError, Limits, Problems, QueueFlow, Rate, rules},
 };
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::present;
+use super::{Declared, Rule, present};
 use crate::extract::JsonBody;
 
 /// A token bucket: calls started per second, with a burst.
@@ -49,6 +49,29 @@ pub struct FlowKeyRequest {
     pub max_concurrency: Option<i64>,
 }
 
+/// The rules of flow control's fields, as the document declares them.
+pub fn declared() -> Vec<Declared> {
+    let per_second = Rule::Number {
+        min: 0.0,
+        exclusive: true,
+        max: rules::MAX_PER_SECOND,
+    };
+    vec![
+        Declared::new("RateRequest", "per_second", per_second),
+        Declared::new("RateRequest", "burst", Rule::Int(rules::BURST)),
+        Declared::new(
+            "QueueSettingsPatch",
+            "max_concurrency",
+            Rule::Int(rules::CONCURRENCY),
+        ),
+        Declared::new(
+            "FlowKeyRequest",
+            "max_concurrency",
+            Rule::Int(rules::CONCURRENCY),
+        ),
+    ]
+}
+
 fn rate(p: &mut Problems, rate: RateRequest) -> Option<Rate> {
     Rate::new(rate.per_second, rate.burst)
         .map_err(|(field, message)| p.push(&format!("rate.{field}"), message))
@@ -56,14 +79,8 @@ fn rate(p: &mut Problems, rate: RateRequest) -> Option<Rate> {
 }
 
 fn concurrency(p: &mut Problems, value: i64) -> Option<u32> {
-    let ok = (1..=MAX_CONCURRENCY).contains(&value);
-    if !ok {
-        p.push(
-            "max_concurrency",
-            format!("must be between 1 and {MAX_CONCURRENCY}"),
-        );
-    }
-    ok.then_some(value as u32)
+    p.check("max_concurrency", rules::CONCURRENCY.check(value))
+        .map(|c| c as u32)
 }
 
 impl QueueSettingsPatch {

@@ -7,9 +7,11 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     Settings,
     domain::{
-        Callback, DEFAULT_MAX_ATTEMPTS, DEFAULT_ON, DEFAULT_TIMEOUT_MS, FieldError, FlowKey, JobId,
-        JobSpec, JobState, Method, NewJob, Priority, Problems, QueueName, Target, TargetUrl,
+        COURIER_HEADER_PREFIX, Callback, DEFAULT_MAX_ATTEMPTS, DEFAULT_ON, DEFAULT_TIMEOUT_MS,
+        FieldError, FlowKey, HEADER_NAME_CHARS, HOP_BY_HOP, JobId, JobSpec, JobState,
+        MAX_URL_BYTES, Method, NewJob, Priority, Problems, QueueName, Target, TargetUrl,
         parse::{self, TargetInput},
+        rules::{self, IntRange},
     },
     outbound::OutboundPolicy,
     settings::JobLimits,
@@ -17,6 +19,7 @@ use courier_core::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::{Declared, Rule};
 use crate::extract::JsonBody;
 
 /// A job as clients submit it (`POST /v1/jobs`).
@@ -45,7 +48,6 @@ pub struct JobRequest {
     pub follow_redirects: Option<bool>,
     /// `[A-Za-z0-9_.:-]{1,128}`: the flow key (a tenant, the target's host) whose rate and
     /// concurrency limits this job's calls count against; see `PUT /v1/flow-keys/{key}`.
-    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub flow_key: Option<String>,
     /// Where to POST the job (as `GET /v1/jobs/{id}` shows it) when it ends in a state of
     /// `on`: a job of its own, signed and retried like any job, made in the transaction
@@ -58,7 +60,7 @@ pub struct JobRequest {
 #[serde(deny_unknown_fields)]
 pub struct CallbackRequest {
     /// Absolute `http` or `https` URL, under the same SSRF rules as a target.
-    #[schema(format = "uri", pattern = "^https?://")]
+    #[schema(format = "uri")]
     pub url: String,
     /// Sent with the callback, under the same limits as a target's; secret-looking values
     /// are encrypted at rest and shown as `[redacted]`.
@@ -72,11 +74,7 @@ pub struct CallbackRequest {
 #[serde(deny_unknown_fields)]
 pub struct TargetRequest {
     /// Absolute `http` or `https` URL, at most 2048 bytes.
-    #[schema(
-        format = "uri",
-        pattern = "^https?://",
-        example = "https://example.com/hooks/invoice-paid"
-    )]
+    #[schema(format = "uri", example = "https://example.com/hooks/invoice-paid")]
     pub url: String,
     #[schema(value_type = Option<Method>)]
     pub method: Option<Method>,
@@ -95,7 +93,7 @@ pub struct TargetRequest {
 pub struct BackoffRequest {
     /// Wait after the first failed attempt; 1000 by default.
     pub initial_ms: Option<i64>,
-    /// Longest wait, which also caps `Retry-After`; 300000 by default.
+    /// Longest wait, which also caps `initial_ms` and `Retry-After`; 300000 by default.
     pub max_ms: Option<i64>,
     /// 1 to 100; 2.0 by default.
     pub multiplier: Option<f64>,
@@ -109,6 +107,151 @@ pub struct BackoffRequest {
 pub struct BatchRequest {
     /// 1 to 1000 jobs, accepted all together or not at all.
     pub jobs: Vec<JobRequest>,
+}
+
+/// The rules of a job's fields, as the document declares them (see [`super::Rule`]).
+pub fn declared(limits: &JobLimits) -> Vec<Declared> {
+    use Rule::*;
+    let headers = || {
+        All(vec![
+            MaxProperties(limits.max_headers),
+            Keys(Box::new(All(vec![
+                Pattern(format!(
+                    "^[A-Za-z0-9{}]+$",
+                    regex_class_escape(HEADER_NAME_CHARS)
+                )),
+                Schema(serde_json::json!({"not": {"pattern": reserved_header_pattern()}})),
+            ]))),
+            // No control character but tab.
+            Values(Box::new(Pattern(
+                "^[^\\u0000-\\u0008\\u000A-\\u001F\\u007F]*$".into(),
+            ))),
+        ])
+    };
+    let url = || All(vec![MaxChars(MAX_URL_BYTES), Pattern(URL_PATTERN.into())]);
+    let states: Vec<&'static str> = JobState::ALL
+        .iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| s.as_str())
+        .collect();
+    vec![
+        Declared::new("JobRequest", "queue", Name(rules::QUEUE_NAME)),
+        Declared::new("JobRequest", "timeout_ms", Int(timeout_range(limits))),
+        Declared::new("JobRequest", "max_attempts", Int(rules::MAX_ATTEMPTS)),
+        Declared::new("JobRequest", "priority", Int(rules::PRIORITY)),
+        Declared::new("JobRequest", "run_at", DateTime),
+        Declared::new("JobRequest", "delay_ms", Int(rules::DELAY_MS)),
+        Declared::new(
+            "JobRequest",
+            "labels",
+            All(vec![
+                MaxProperties(rules::MAX_LABELS),
+                Keys(Box::new(Name(rules::LABEL_KEY))),
+                Values(Box::new(MaxChars(rules::MAX_LABEL_VALUE))),
+            ]),
+        ),
+        Declared::new(
+            "JobRequest",
+            "retry_on_status",
+            EachItem(Box::new(Int(rules::HTTP_STATUS))),
+        ),
+        Declared::new("JobRequest", "flow_key", Name(rules::FLOW_KEY)),
+        // `run_at` and `delay_ms` exclude each other.
+        Declared::new(
+            "JobRequest",
+            "",
+            Schema(serde_json::json!({"not": {
+                "required": ["run_at", "delay_ms"],
+                "properties": {"run_at": {"type": "string"}, "delay_ms": {"type": "integer"}}
+            }})),
+        ),
+        Declared::new("TargetRequest", "url", url()),
+        Declared::new("TargetRequest", "headers", headers()),
+        Declared::new("TargetRequest", "body", MaxChars(limits.max_body_bytes)),
+        // `body` and `json` exclude each other (`json: null` is no JSON body).
+        Declared::new(
+            "TargetRequest",
+            "",
+            Schema(serde_json::json!({"not": {
+                "required": ["body", "json"],
+                "properties": {"body": {"type": "string"}, "json": {"not": {"type": "null"}}}
+            }})),
+        ),
+        Declared::new("BackoffRequest", "initial_ms", Int(rules::BACKOFF_MS)),
+        Declared::new("BackoffRequest", "max_ms", Int(rules::BACKOFF_MS)),
+        Declared::new(
+            "BackoffRequest",
+            "multiplier",
+            Number {
+                min: rules::BACKOFF_MULTIPLIER.0,
+                exclusive: false,
+                max: rules::BACKOFF_MULTIPLIER.1,
+            },
+        ),
+        Declared::new("CallbackRequest", "url", url()),
+        Declared::new("CallbackRequest", "headers", headers()),
+        Declared::new(
+            "CallbackRequest",
+            "on",
+            All(vec![
+                EachItem(Box::new(OneOf(states))),
+                Schema(serde_json::json!({"minItems": 1})),
+            ]),
+        ),
+        Declared::new("BatchRequest", "jobs", Items(rules::BATCH_JOBS)),
+        Declared::new("ProgressRequest", "percent", Int(rules::PERCENT)),
+        Declared::new(
+            "ProgressRequest",
+            "message",
+            MaxChars(rules::MAX_PROGRESS_MESSAGE),
+        ),
+    ]
+}
+
+/// What a URL must start with.
+const URL_PATTERN: &str = "^[Hh][Tt][Tt][Pp][Ss]?://";
+
+/// `chars` written to stand for themselves inside a regular expression's class.
+fn regex_class_escape(chars: &str) -> String {
+    let mut out: String = chars
+        .chars()
+        .filter(|c| *c != '-')
+        .map(|c| match c {
+            '^' | ']' | '\\' => format!("\\{c}"),
+            c => c.to_string(),
+        })
+        .collect();
+    if chars.contains('-') {
+        out.push('-');
+    }
+    out
+}
+
+/// The names of the headers a job may not set ([`HOP_BY_HOP`] and Courier's own), in
+/// any case, as a regular expression.
+fn reserved_header_pattern() -> String {
+    let any_case = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                } else {
+                    regex_class_escape(&c.to_string())
+                }
+            })
+            .collect()
+    };
+    let names: Vec<String> = HOP_BY_HOP.iter().map(|n| any_case(n)).collect();
+    format!(
+        "^(?:(?:{})$|{})",
+        names.join("|"),
+        any_case(COURIER_HEADER_PREFIX)
+    )
+}
+
+/// A job's `timeout_ms`: 1 to the configured longest.
+pub fn timeout_range(limits: &JobLimits) -> IntRange {
+    IntRange::new(1, i64::try_from(limits.max_timeout_ms).unwrap_or(i64::MAX))
 }
 
 impl JsonBody for JobRequest {
@@ -148,23 +291,21 @@ impl JobRequest {
             None => Some(QueueName::default()),
         };
         let target = parse::target(p, "target", self.target.into_input(), limits);
-        let max_timeout = i64::try_from(limits.max_timeout_ms).unwrap_or(i64::MAX);
+        let timeouts = timeout_range(limits);
         let timeout_ms = p.range(
             "timeout_ms",
             self.timeout_ms,
-            1,
-            max_timeout,
-            (DEFAULT_TIMEOUT_MS as i64).min(max_timeout),
+            timeouts,
+            (DEFAULT_TIMEOUT_MS as i64).min(timeouts.max),
         ) as u64;
         let max_attempts = p.range(
             "max_attempts",
             self.max_attempts,
-            1,
-            100,
+            rules::MAX_ATTEMPTS,
             i64::from(DEFAULT_MAX_ATTEMPTS),
         ) as u32;
-        let priority =
-            Priority::new(p.range("priority", self.priority, 0, 9, 0)).unwrap_or_default();
+        let priority = Priority::new(p.range("priority", self.priority, rules::PRIORITY, 0))
+            .unwrap_or_default();
         let backoff = self.backoff.unwrap_or_default();
         let backoff = parse::backoff(
             p,
@@ -390,9 +531,6 @@ pub struct ProgressRequest {
     pub message: Option<String>,
 }
 
-/// The longest progress message, in characters.
-pub const MAX_PROGRESS_MESSAGE: usize = 512;
-
 impl ProgressRequest {
     /// The percentage and message.
     ///
@@ -400,16 +538,14 @@ impl ProgressRequest {
     /// Every field that is wrong.
     pub fn parse(self) -> Result<(i16, Option<String>), Vec<FieldError>> {
         let mut p = Problems::new();
-        let percent = p.range("percent", Some(self.percent), 0, 100, 0) as i16;
+        let percent = p.range("percent", Some(self.percent), rules::PERCENT, 0) as i16;
+        let longest = rules::MAX_PROGRESS_MESSAGE;
         if self
             .message
             .as_ref()
-            .is_some_and(|m| m.chars().count() > MAX_PROGRESS_MESSAGE)
+            .is_some_and(|m| m.chars().count() > longest)
         {
-            p.push(
-                "message",
-                format!("must be at most {MAX_PROGRESS_MESSAGE} characters"),
-            );
+            p.push("message", format!("must be at most {longest} characters"));
         }
         p.finish(Some((percent, self.message)))
     }

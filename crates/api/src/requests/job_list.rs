@@ -2,9 +2,9 @@
 //! the URL or the last error) and which page, parsed into the repository's filter.
 
 use chrono::Utc;
-use courier_core::{JobId, JobState, QueueName, repo::JobFilter};
+use courier_core::{JobId, JobState, QueueName, domain::rules, repo::JobFilter};
 
-use super::page::{Page, unknown};
+use super::page::{Page, no_nul, unknown};
 use crate::error::ApiError;
 
 /// The filter of a job list and its page.
@@ -15,6 +15,7 @@ pub fn job_list_query(query: Option<&str>) -> Result<(JobFilter, Page<JobId>), A
     let mut filter = JobFilter::default();
     let mut page = Page::default();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        no_nul(&key, &value)?;
         if page.take(&key, &value)? {
             continue;
         }
@@ -53,8 +54,12 @@ pub fn job_list_query(query: Option<&str>) -> Result<(JobFilter, Page<JobId>), A
                 }
             }
             "q" => {
-                if value.chars().count() > 512 {
-                    return Err(ApiError::field("q", "must be at most 512 characters"));
+                let longest = rules::MAX_QUERY_TEXT;
+                if value.chars().count() > longest {
+                    return Err(ApiError::field(
+                        "q",
+                        format!("must be at most {longest} characters"),
+                    ));
                 }
                 filter.text = Some(value.into_owned()).filter(|q| !q.is_empty());
             }

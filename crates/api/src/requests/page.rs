@@ -1,17 +1,18 @@
-//! Pages of a list: `limit` (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]) and `cursor`,
+//! Pages of a list: `limit` ([`rules::PAGE_LIMIT`], default [`DEFAULT_PAGE`]) and `cursor`,
 //! the `next_cursor` of the page before, which names the last item it held. Every list
 //! of the API (jobs, schedules, a schedule's runs, the audit log) pages this way, each
 //! with its own cursor type.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use courier_core::{JobId, domain::ScheduleName};
+use courier_core::{
+    JobId,
+    domain::{ScheduleName, rules},
+};
 
 use crate::error::ApiError;
 
 /// Items of a page unless `limit` says otherwise.
 pub const DEFAULT_PAGE: i64 = 50;
-/// Most items of a page.
-pub const MAX_PAGE: i64 = 500;
 
 /// What a list's cursor is made of: the key its items are ordered by.
 pub trait Cursor: Sized {
@@ -85,14 +86,17 @@ impl<C: Cursor> Page<C> {
     /// # Errors
     /// A limit out of range, or a cursor this API did not make: 422 naming it.
     pub fn take(&mut self, key: &str, value: &str) -> Result<bool, ApiError> {
+        no_nul(key, value)?;
         match key {
             "limit" => {
+                let range = rules::PAGE_LIMIT;
                 self.limit = value
                     .parse::<i64>()
                     .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .filter(|l| range.contains(*l))
                     .ok_or_else(|| {
-                        ApiError::field("limit", format!("must be between 1 and {MAX_PAGE}"))
+                        let (min, max) = (range.min, range.max);
+                        ApiError::field("limit", format!("must be between {min} and {max}"))
                     })?;
             }
             "cursor" => {
@@ -128,6 +132,21 @@ impl<C: Cursor> Page<C> {
             .flatten()
     }
 }
+
+/// PostgreSQL's text cannot hold U+0000: a value with it is refused, as a body's is
+/// (`crate::extract`).
+///
+/// # Errors
+/// 422 naming the parameter.
+pub fn no_nul(key: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::field(key, NUL_MESSAGE));
+    }
+    Ok(())
+}
+
+/// What is said of a value holding U+0000.
+pub const NUL_MESSAGE: &str = "must not hold the NUL character (U+0000)";
 
 /// The 400 of a query parameter a route does not take.
 pub fn unknown(key: &str) -> ApiError {

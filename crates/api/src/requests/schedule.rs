@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use courier_core::{
     Settings,
     crypto::SecretBox,
-    domain::{FieldError, Problems, ScheduleName},
+    domain::{FieldError, Problems, ScheduleName, rules},
     outbound::OutboundPolicy,
     schedule::{
         CalendarSource, Catchup, CatchupPolicy, DEFAULT_CATCHUP, JobTemplate, Overlap, ScheduleDef,
@@ -16,13 +16,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobRequest, present};
+use super::{Declared, JobRequest, Rule, present};
 use crate::extract::JsonBody;
 
-/// Shortest `every_ms`: a calendar finer than a second is a queue, not a schedule.
-pub const MIN_EVERY_MS: i64 = 1000;
-/// Longest jitter: a day.
-const MAX_JITTER_MS: i64 = 86_400_000;
 /// Most occurrences one backfill may make.
 pub const MAX_BACKFILL: usize = 1000;
 
@@ -160,6 +156,79 @@ fn time(p: &mut Problems, field: &str, raw: Option<&str>) -> Option<DateTime<Utc
     .flatten()
 }
 
+/// The rules of a schedule's fields, as the document declares them.
+pub fn declared() -> Vec<Declared> {
+    use Rule::*;
+    // A schedule's job template: its occurrences set when its jobs run.
+    let template = || {
+        Schema(serde_json::json!({"properties": {
+            "run_at": {"type": "null"},
+            "delay_ms": {"type": "null"},
+        }}))
+    };
+    let mut all = vec![
+        Declared::new("ScheduleRequest", "name", Name(rules::SCHEDULE_NAME)),
+        // Exactly one of `cron` and `every_ms`; a time zone only with `cron`.
+        Declared::new(
+            "ScheduleRequest",
+            "",
+            Schema(serde_json::json!({"oneOf": [
+                {"required": ["cron"], "properties": {"cron": {"type": "string"}, "every_ms": {"type": "null"}}},
+                {"required": ["every_ms"], "properties": {"every_ms": {"type": "integer"},
+                 "cron": {"type": "null"}, "timezone": {"type": "null"}}},
+            ]})),
+        ),
+        Declared::new("ScheduleRequest", "job", template()),
+        // At most one of `cron` and `every_ms`.
+        Declared::new(
+            "SchedulePatch",
+            "",
+            Schema(serde_json::json!({"not": {
+                "required": ["cron", "every_ms"],
+                "properties": {"cron": {"type": "string"}, "every_ms": {"type": "integer"}}
+            }})),
+        ),
+        Declared::new("SchedulePatch", "job", template()),
+        Declared::new("CatchupRequest", "window_ms", Int(rules::CATCHUP_WINDOW_MS)),
+        Declared::new("CatchupRequest", "max", Int(rules::CATCHUP_MAX)),
+        Declared::new("PauseRequest", "note", MaxChars(rules::MAX_NOTE)),
+        Declared::new("BackfillRequest", "from", DateTime),
+        Declared::new("BackfillRequest", "to", DateTime),
+    ];
+    for schema in ["ScheduleRequest", "SchedulePatch"] {
+        all.extend([
+            // What JSON Schema cannot check is named by a format of its own; the fuzz test
+            // teaches schemathesis both (crates/testkit/tests/fuzz/hooks.py).
+            Declared::new(
+                schema,
+                "cron",
+                Schema(serde_json::json!({"format": "cron", "minLength": 1})),
+            ),
+            Declared::new(
+                schema,
+                "timezone",
+                Schema(serde_json::json!({"format": "iana-time-zone"})),
+            ),
+            Declared::new(schema, "every_ms", Int(rules::EVERY_MS)),
+            Declared::new(schema, "jitter_ms", Int(rules::JITTER_MS)),
+            Declared::new(schema, "start_at", DateTime),
+            Declared::new(schema, "end_at", DateTime),
+            Declared::new(schema, "note", MaxChars(rules::MAX_NOTE)),
+        ]);
+    }
+    all
+}
+
+/// A note of at most [`rules::MAX_NOTE`] characters.
+pub fn check_note(p: &mut Problems, note: &str) {
+    if note.chars().count() > rules::MAX_NOTE {
+        p.push(
+            "note",
+            format!("must be at most {} characters", rules::MAX_NOTE),
+        );
+    }
+}
+
 impl ScheduleRequest {
     /// Parses the schedule named `name`.
     ///
@@ -184,9 +253,8 @@ impl ScheduleRequest {
                     every_ms: p.range(
                         "every_ms",
                         Some(every_ms),
-                        MIN_EVERY_MS,
-                        i64::MAX / 2,
-                        MIN_EVERY_MS,
+                        rules::EVERY_MS,
+                        rules::EVERY_MS.min,
                     ),
                 })
             }
@@ -218,23 +286,19 @@ impl ScheduleRequest {
             window_ms: p.range(
                 "catchup.window_ms",
                 catchup.window_ms,
-                0,
-                366 * 86_400_000,
+                rules::CATCHUP_WINDOW_MS,
                 DEFAULT_CATCHUP.window_ms,
             ),
             max: p.range(
                 "catchup.max",
                 catchup.max,
-                1,
-                10_000,
+                rules::CATCHUP_MAX,
                 DEFAULT_CATCHUP.max.into(),
             ) as u32,
         };
-        let jitter_ms = p.range("jitter_ms", self.jitter_ms, 0, MAX_JITTER_MS, 0);
+        let jitter_ms = p.range("jitter_ms", self.jitter_ms, rules::JITTER_MS, 0);
         let note = self.note.unwrap_or_default();
-        if note.chars().count() > 1024 {
-            p.push("note", "must be at most 1024 characters");
-        }
+        check_note(&mut p, &note);
         let def = match (name, source, calendar, job) {
             (Some(name), Some(source), Some(calendar), Some(job)) => Some(ScheduleDef {
                 name,
@@ -318,9 +382,8 @@ impl SchedulePatch {
                 every_ms: p.range(
                     "every_ms",
                     Some(every_ms),
-                    MIN_EVERY_MS,
-                    i64::MAX / 2,
-                    MIN_EVERY_MS,
+                    rules::EVERY_MS,
+                    rules::EVERY_MS.min,
                 ),
             }),
             (
@@ -373,24 +436,25 @@ impl SchedulePatch {
                 window_ms: p.range(
                     "catchup.window_ms",
                     c.window_ms,
-                    0,
-                    366 * 86_400_000,
+                    rules::CATCHUP_WINDOW_MS,
                     current.catchup.window_ms,
                 ),
-                max: p.range("catchup.max", c.max, 1, 10_000, current.catchup.max.into()) as u32,
+                max: p.range(
+                    "catchup.max",
+                    c.max,
+                    rules::CATCHUP_MAX,
+                    current.catchup.max.into(),
+                ) as u32,
             },
         };
         let jitter_ms = p.range(
             "jitter_ms",
             self.jitter_ms,
-            0,
-            MAX_JITTER_MS,
+            rules::JITTER_MS,
             current.jitter_ms,
         );
         let note = self.note.unwrap_or_else(|| current.note.clone());
-        if note.chars().count() > 1024 {
-            p.push("note", "must be at most 1024 characters");
-        }
+        check_note(&mut p, &note);
         let def = match (source, calendar, job) {
             (Some(source), Some(calendar), Some(job)) => Some(ScheduleDef {
                 name: current.name.clone(),

@@ -10,7 +10,7 @@ use axum::{
 use chrono::Utc;
 use courier_core::{
     JobId, JobState,
-    domain::{FieldError, Job},
+    domain::{FieldError, Job, rules},
     repo::{self, Idempotency},
     stages::{accept, dispatch, record},
 };
@@ -34,8 +34,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/retry", post(retry_job))
 }
-
-const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Accept one job.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobRequest,
@@ -113,11 +111,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .filter(|k| {
+            (1..=rules::MAX_IDEMPOTENCY_KEY).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             ApiError::Validation(vec![FieldError::new(
                 "Idempotency-Key",
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                format!(
+                    "must be 1 to {} visible ASCII characters",
+                    rules::MAX_IDEMPOTENCY_KEY
+                ),
             )])
         })?;
     Ok(Some(key.to_owned()))

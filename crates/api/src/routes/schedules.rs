@@ -317,11 +317,10 @@ pub async fn pause_schedule(
     body: Option<ApiJson<PauseRequest>>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     let note = body.and_then(|b| b.value.note);
-    if note.as_ref().is_some_and(|n| n.chars().count() > 1024) {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "note",
-            "must be at most 1024 characters",
-        )]));
+    if let Some(note) = &note {
+        let mut p = courier_core::domain::Problems::new();
+        crate::requests::check_note(&mut p, note);
+        p.finish(Some(())).map_err(ApiError::Validation)?;
     }
     set_paused(&state, &caller, &name, true, note.as_deref()).await
 }

@@ -16,15 +16,13 @@ pub struct Rate {
 
 impl Rate {
     /// The fastest rate a limit may name.
-    pub const MAX_PER_SECOND: f64 = 1_000_000.0;
-    /// The largest burst.
-    pub const MAX_BURST: i64 = 1_000_000;
+    pub const MAX_PER_SECOND: f64 = super::rules::MAX_PER_SECOND;
 
     /// A rate with `burst` defaulting to the calls of one second (at least 1).
     ///
     /// # Errors
     /// A rate that is not a positive finite number up to [`Self::MAX_PER_SECOND`], or a
-    /// burst outside 1 to [`Self::MAX_BURST`]; the message names which field.
+    /// burst outside [`super::rules::BURST`]; the message names which field.
     pub fn new(per_second: f64, burst: Option<i64>) -> Result<Self, (&'static str, String)> {
         if !(per_second.is_finite() && per_second > 0.0 && per_second <= Self::MAX_PER_SECOND) {
             return Err((
@@ -37,20 +35,16 @@ impl Rate {
         }
         let burst = match burst {
             None => per_second.ceil().max(1.0) as u32,
-            Some(b) if (1..=Self::MAX_BURST).contains(&b) => b as u32,
-            Some(_) => {
-                return Err((
-                    "burst",
-                    format!("must be between 1 and {}", Self::MAX_BURST),
-                ));
-            }
+            Some(b) => super::rules::BURST
+                .check(b)
+                .map_err(|message| ("burst", message))? as u32,
         };
         Ok(Self { per_second, burst })
     }
 }
 
 /// The most calls in flight at once.
-pub const MAX_CONCURRENCY: i64 = 100_000;
+pub const MAX_CONCURRENCY: i64 = super::rules::CONCURRENCY.max;
 
 /// The limits of a queue or of a flow key; `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

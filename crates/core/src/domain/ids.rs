@@ -72,14 +72,10 @@ impl QueueName {
     /// # Errors
     /// A message saying what is wrong with the name.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let ok = (1..=64).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if ok {
+        if super::rules::QUEUE_NAME.allows(raw) {
             Ok(Self(raw.to_owned()))
         } else {
-            Err("must be 1 to 64 characters of a-z, 0-9, '_' and '-'".into())
+            Err(format!("must be {}", super::rules::QUEUE_NAME.describe()))
         }
     }
 
@@ -122,14 +118,13 @@ impl ScheduleName {
     /// # Errors
     /// What is wrong with the name.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let ok = (1..=128).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if ok {
+        if super::rules::SCHEDULE_NAME.allows(raw) {
             Ok(Self(raw.to_owned()))
         } else {
-            Err("must be 1 to 128 characters of A-Z, a-z, 0-9, '_', '.' and '-'".into())
+            Err(format!(
+                "must be {}",
+                super::rules::SCHEDULE_NAME.describe()
+            ))
         }
     }
 
@@ -166,14 +161,10 @@ impl FlowKey {
     /// # Errors
     /// What is wrong with the key.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let ok = (1..=128).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
-        if ok {
+        if super::rules::FLOW_KEY.allows(raw) {
             Ok(Self(raw.to_owned()))
         } else {
-            Err("must be 1 to 128 characters of A-Z, a-z, 0-9, '_', '.', ':' and '-'".into())
+            Err(format!("must be {}", super::rules::FLOW_KEY.describe()))
         }
     }
 

@@ -18,6 +18,7 @@ mod job;
 mod outcome;
 pub mod parse;
 mod redact;
+pub mod rules;
 mod spec;
 mod state;
 mod target;
@@ -34,4 +35,6 @@ pub use spec::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_MS, JobSpec, Labels, NewJob, Occurrence, Priority,
 };
 pub use state::JobState;
-pub use target::{Method, Target, TargetUrl};
+pub use target::{
+    COURIER_HEADER_PREFIX, HEADER_NAME_CHARS, HOP_BY_HOP, MAX_URL_BYTES, Method, Target, TargetUrl,
+};

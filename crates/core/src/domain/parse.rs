@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
+use super::rules::{self, IntRange};
 use super::{Backoff, Labels, Method, Target, TargetUrl};
 use crate::settings::JobLimits;
 
@@ -46,21 +47,15 @@ impl Problems {
         result.map_err(|message| self.push(field, message)).ok()
     }
 
-    /// `value` (or `default` when absent) if within `min..=max`; otherwise a problem.
-    pub fn range(
-        &mut self,
-        field: &str,
-        value: Option<i64>,
-        min: i64,
-        max: i64,
-        default: i64,
-    ) -> i64 {
+    /// `value` (or `default` when absent) if within `range`; otherwise a problem.
+    pub fn range(&mut self, field: &str, value: Option<i64>, range: IntRange, default: i64) -> i64 {
         let value = value.unwrap_or(default);
-        if (min..=max).contains(&value) {
-            value
-        } else {
-            self.push(field, format!("must be between {min} and {max}"));
-            default
+        match range.check(value) {
+            Ok(value) => value,
+            Err(message) => {
+                self.push(field, message);
+                default
+            }
         }
     }
 
@@ -168,17 +163,19 @@ pub fn backoff(
     let initial_ms = p.range(
         "backoff.initial_ms",
         initial_ms,
-        0,
-        86_400_000,
+        rules::BACKOFF_MS,
         d.initial_ms as i64,
     ) as u64;
-    let max_ms = p.range("backoff.max_ms", max_ms, 0, 86_400_000, d.max_ms as i64) as u64;
-    if max_ms < initial_ms {
-        p.push("backoff.max_ms", "must be at least initial_ms");
-    }
+    let max_ms = p.range("backoff.max_ms", max_ms, rules::BACKOFF_MS, d.max_ms as i64) as u64;
+    // A `max_ms` below `initial_ms` caps every wait, the first included: attempt n
+    // waits `min(max_ms, initial_ms * multiplier^(n-1))`, whatever the two are.
     let multiplier = multiplier.unwrap_or(d.multiplier);
-    if !(1.0..=100.0).contains(&multiplier) {
-        p.push("backoff.multiplier", "must be between 1 and 100");
+    let (min, max) = rules::BACKOFF_MULTIPLIER;
+    if !(min..=max).contains(&multiplier) {
+        p.push(
+            "backoff.multiplier",
+            format!("must be between {min} and {max}"),
+        );
     }
     Backoff {
         initial_ms,
@@ -188,27 +185,27 @@ pub fn backoff(
     }
 }
 
-const MAX_LABELS: usize = 16;
-
-/// At most 16 labels; keys of `[A-Za-z0-9_.\-/]{1,64}`, values of at most 256 bytes.
+/// At most 16 labels; keys of `[A-Za-z0-9_.\-/]{1,64}`, values of at most 256 characters.
 pub fn labels(p: &mut Problems, labels: Option<Labels>) -> Labels {
     let labels = labels.unwrap_or_default();
-    if labels.len() > MAX_LABELS {
-        p.push("labels", format!("at most {MAX_LABELS} labels are allowed"));
+    if labels.len() > rules::MAX_LABELS {
+        p.push(
+            "labels",
+            format!("at most {} labels are allowed", rules::MAX_LABELS),
+        );
     }
     for (key, value) in &labels {
-        let key_ok = (1..=64).contains(&key.len())
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
-        if !key_ok {
+        if !rules::LABEL_KEY.allows(key) {
             p.push(
                 &format!("labels.{key}"),
-                "keys are 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-', '/'",
+                format!("keys are {}", rules::LABEL_KEY.describe()),
             );
         }
-        if value.len() > 256 {
-            p.push(&format!("labels.{key}"), "values are at most 256 bytes");
+        if value.chars().count() > rules::MAX_LABEL_VALUE {
+            p.push(
+                &format!("labels.{key}"),
+                format!("values are at most {} characters", rules::MAX_LABEL_VALUE),
+            );
         }
     }
     labels
@@ -235,7 +232,7 @@ pub fn run_at(
             )
             .unwrap_or(now),
         (None, Some(delay)) => {
-            let delay = p.range("delay_ms", Some(delay), 0, 366 * 86_400_000, 0);
+            let delay = p.range("delay_ms", Some(delay), rules::DELAY_MS, 0);
             now + ChronoDuration::milliseconds(delay)
         }
         (None, None) => now,
@@ -251,10 +248,13 @@ pub fn retry_statuses(p: &mut Problems, statuses: Option<Vec<i64>>) -> Vec<u16> 
         .filter_map(|(i, code)| {
             p.check(
                 &format!("retry_on_status[{i}]"),
-                u16::try_from(code)
-                    .ok()
-                    .filter(|c| (100..=599).contains(c))
-                    .ok_or_else(|| "must be an HTTP status between 100 and 599".to_string()),
+                rules::HTTP_STATUS
+                    .check(code)
+                    .map(|c| c as u16)
+                    .map_err(|_| {
+                        let r = rules::HTTP_STATUS;
+                        format!("must be an HTTP status between {} and {}", r.min, r.max)
+                    }),
             )
         })
         .collect()

@@ -16,7 +16,7 @@ use crate::crypto::{SealError, SecretBox};
 pub struct Priority(u8);
 
 impl Priority {
-    pub const MAX: u8 = 9;
+    pub const MAX: u8 = super::rules::PRIORITY.max as u8;
 
     /// Priority 0, the default.
     pub fn is_lowest(&self) -> bool {

@@ -10,7 +10,7 @@ pub const MAX_URL_BYTES: usize = 2048;
 
 /// Headers that describe one connection, not the message; forwarding them would break
 /// the call or smuggle requests. `host` and `content-length` are Courier's to set.
-const HOP_BY_HOP: [&str; 9] = [
+pub const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -58,6 +58,12 @@ impl TargetUrl {
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err("must name a host".into());
+        }
+        if let Some(c) = raw.chars().find(|c| !is_uri_char(*c)) {
+            return Err(format!(
+                "holds {c:?}, which a URI cannot (RFC 3986): percent-encode it, and write an \
+                 internationalised host in its xn-- form"
+            ));
         }
         Ok(Self(url))
     }
@@ -136,7 +142,7 @@ impl Target {
                     name.clone(),
                     "is a hop-by-hop header and cannot be forwarded".into(),
                 ));
-            } else if lower.starts_with("x-courier-") {
+            } else if lower.starts_with(COURIER_HEADER_PREFIX) {
                 errors.push((
                     name.clone(),
                     "X-Courier-* headers are set by Courier".into(),
@@ -236,8 +242,19 @@ pub(crate) fn redacted_headers(headers: &[(String, String)]) -> impl Iterator<It
 }
 
 /// RFC 9110 `tchar`.
+/// The characters of an RFC 3986 URI: unreserved, reserved and `%`.
+pub fn is_uri_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
+
+/// The characters of a header's name (RFC 9110's `token`).
+pub const HEADER_NAME_CHARS: &str = "!#$%&'*+-.^_`|~";
+
+/// The prefix of the headers Courier sets on every call.
+pub const COURIER_HEADER_PREFIX: &str = "x-courier-";
+
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    b.is_ascii_alphanumeric() || HEADER_NAME_CHARS.as_bytes().contains(&b)
 }
 
 #[cfg(test)]
@@ -284,6 +301,19 @@ mod tests {
         ] {
             assert!(TargetUrl::parse(bad).is_err(), "{bad}");
         }
+        // What the document declares (`format: uri`) is what is accepted: RFC 3986's
+        // characters only, where the WHATWG parser would encode the rest.
+        for bad in [
+            "https://\u{cf}",
+            "https://example.com/a b",
+            "https://example.com/\"x\"",
+        ] {
+            assert!(
+                TargetUrl::parse(bad).unwrap_err().contains("RFC 3986"),
+                "{bad}"
+            );
+        }
+        assert!(TargetUrl::parse("https://xn--bcher-kva.example/%C3%A9?q=a+b").is_ok());
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
         assert!(TargetUrl::parse(&long).is_err());
     }

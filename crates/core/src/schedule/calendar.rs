@@ -137,10 +137,10 @@ impl Calendar {
             Self::Every { period_ms, anchor } => {
                 let since = (at - *anchor).num_milliseconds();
                 let mut k = since.div_euclid(*period_ms);
-                let mut t = *anchor + chrono::Duration::milliseconds(k * period_ms);
+                let mut t = nth_every(*anchor, *period_ms, k)?;
                 if t < at || (t == at && !inclusive) {
                     k += 1;
-                    t = *anchor + chrono::Duration::milliseconds(k * period_ms);
+                    t = nth_every(*anchor, *period_ms, k)?;
                 }
                 Some(t)
             }
@@ -159,10 +159,10 @@ impl Calendar {
             Self::Every { period_ms, anchor } => {
                 let since = (at - *anchor).num_milliseconds();
                 let mut k = since.div_euclid(*period_ms);
-                let mut t = *anchor + chrono::Duration::milliseconds(k * period_ms);
+                let mut t = nth_every(*anchor, *period_ms, k)?;
                 if t >= at {
                     k -= 1;
-                    t = *anchor + chrono::Duration::milliseconds(k * period_ms);
+                    t = nth_every(*anchor, *period_ms, k)?;
                 }
                 Some(t)
             }
@@ -184,9 +184,28 @@ impl Calendar {
     }
 }
 
+/// The `k`th occurrence of every `period_ms` from `anchor`; none past the last time
+/// chrono can hold (an overflow is no occurrence, never a panic).
+fn nth_every(anchor: DateTime<Utc>, period_ms: i64, k: i64) -> Option<DateTime<Utc>> {
+    anchor.checked_add_signed(chrono::Duration::try_milliseconds(
+        k.checked_mul(period_ms)?,
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by schemathesis: a huge period panicked with an overflow in the API.
+    #[test]
+    fn a_period_past_the_end_of_time_has_no_next_occurrence() {
+        let now = utc("2026-12-07T00:00:00Z");
+        let huge = Calendar::every(i64::MAX / 2, now);
+        assert_eq!(huge.next_after(now), None);
+        assert_eq!(huge.first_from(now), Some(now));
+        let late = Calendar::every(366 * 86_400_000, DateTime::<Utc>::MAX_UTC);
+        assert_eq!(late.next_after(DateTime::<Utc>::MAX_UTC), None);
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
