@@ -158,9 +158,6 @@ fn conform(
         Some(reference) => &schemas[reference.rsplit('/').next().unwrap_or_default()],
         None => schema,
     };
-    if value.as_str().is_some_and(|s| s.contains('\0')) {
-        return Err(FieldError::new(path.clone(), NUL_MESSAGE));
-    }
     if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
         for part in all {
             conform(value, part, schemas, path)?;
@@ -180,6 +177,15 @@ fn conform(
             None => types.extend(alternatives.iter().flat_map(|a| types_of(a, schemas))),
         }
     }
+    // Only where the document says string: a JSON body (`target.json`) is sent as JSON
+    // text, where U+0000 is the escape `\u0000`.
+    if types.contains(&"string") && value.as_str().is_some_and(|s| s.contains('\0')) {
+        return Err(FieldError::new(path.clone(), NUL_MESSAGE));
+    }
+    let typed_object = schema.get("properties").is_some()
+        || schema
+            .get("additionalProperties")
+            .is_some_and(Value::is_object);
     match value {
         Value::Array(items) => {
             if !types.is_empty() && !types.contains(&"array") {
@@ -199,7 +205,7 @@ fn conform(
         }
         Value::Object(fields) => {
             for (name, value) in fields.iter_mut() {
-                if name.contains('\0') {
+                if typed_object && name.contains('\0') {
                     return Err(FieldError::new(path.clone(), NUL_MESSAGE));
                 }
                 let field = schema

@@ -18,7 +18,11 @@ use std::{
 use axum::{Router, body::Body, extract::State, http::Uri, response::Response};
 use chrono::Utc;
 use courier_api::requests::{JobRequest, TargetRequest};
-use courier_core::{domain::NewJob, outbound::classify, repo};
+use courier_core::{
+    domain::{NewJob, TargetUrl},
+    outbound::classify,
+    repo,
+};
 use courier_testkit::{ChildProcess, TestApp, TestEnv, WorkerHandle, wait_until};
 use serde_json::{Value, json};
 use tokio::{
@@ -163,15 +167,18 @@ async fn insert_directly(env: &TestEnv, urls: &[String]) -> Vec<String> {
         .map(|url| {
             let req = JobRequest {
                 target: TargetRequest {
-                    url: url.clone(),
+                    url: "http://example.com/".into(),
                     ..Default::default()
                 },
                 max_attempts: Some(3),
                 timeout_ms: Some(3000),
                 ..Default::default()
             };
-            req.parse(&env.settings.jobs, now)
-                .unwrap_or_else(|e| panic!("{url}: {e:?}"))
+            let mut job = req.parse(&env.settings.jobs, now).unwrap();
+            // As the worker reads a stored URL: a spelling the API refuses as no URI at
+            // all (`\\` for `/`) still reaches the worker's own check.
+            job.spec.target.url = TargetUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            job
         })
         .collect();
     let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_json()).collect();
@@ -265,7 +272,12 @@ async fn internal_targets_in_every_spelling_never_reach_the_canary() {
                 accepted.insert(id, url.clone());
             }
             Err(message) => {
-                assert!(message.starts_with(REFUSED), "{url}: {message}");
+                // A spelling that is no URI at all (`\\` for `/`) is refused for that,
+                // before SSRF protection reads it (the worker's check is below).
+                assert!(
+                    message.starts_with(REFUSED) || message.contains("RFC 3986"),
+                    "{url}: {message}"
+                );
                 refused_at_submission += 1;
             }
         }

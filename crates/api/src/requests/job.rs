@@ -397,7 +397,7 @@ pub fn refused_urls(spec: &JobSpec, outbound: &OutboundPolicy) -> Vec<FieldError
 impl CallbackRequest {
     /// The callback; problems under `callback`.
     fn parse(self, p: &mut Problems, limits: &JobLimits) -> Option<Callback> {
-        let url = p.check("callback.url", TargetUrl::parse(&self.url));
+        let url = p.check("callback.url", TargetUrl::parse_submitted(&self.url));
         let headers: Vec<(String, String)> = self.headers.unwrap_or_default().into_iter().collect();
         if let Err(errors) =
             Target::check_headers(&headers, limits.max_headers, limits.max_header_bytes)

@@ -98,7 +98,10 @@ pub fn target(
     input: TargetInput,
     limits: &JobLimits,
 ) -> Option<Target> {
-    let url = p.check(&format!("{field}.url"), TargetUrl::parse(&input.url));
+    let url = p.check(
+        &format!("{field}.url"),
+        TargetUrl::parse_submitted(&input.url),
+    );
     let mut headers: Vec<(String, String)> =
         input.headers.unwrap_or_default().into_iter().collect();
     if let Err(errors) =

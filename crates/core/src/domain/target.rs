@@ -59,13 +59,25 @@ impl TargetUrl {
         if url.host_str().is_none_or(str::is_empty) {
             return Err("must name a host".into());
         }
+        Ok(Self(url))
+    }
+
+    /// [`Self::parse`] of a URL a client submits, which must also be an RFC 3986 URI
+    /// (what the OpenAPI document declares): the WHATWG parser would encode, or read
+    /// as something else (`\\` as `/`), what a URI cannot hold. A stored URL is read
+    /// with [`Self::parse`], as it was accepted.
+    ///
+    /// # Errors
+    /// As [`Self::parse`], and a character a URI cannot hold.
+    pub fn parse_submitted(raw: &str) -> Result<Self, String> {
+        let url = Self::parse(raw)?;
         if let Some(c) = raw.chars().find(|c| !is_uri_char(*c)) {
             return Err(format!(
                 "holds {c:?}, which a URI cannot (RFC 3986): percent-encode it, and write an \
                  internationalised host in its xn-- form"
             ));
         }
-        Ok(Self(url))
+        Ok(url)
     }
 
     pub fn as_url(&self) -> &url::Url {
