@@ -639,15 +639,20 @@ async fn a_flushall_while_a_reconciliation_runs_strands_no_job() {
 
     // A bound on liveness, not a speed: alone on this machine they are back in 9-20 s,
     // and a whole suite on 2 cores has taken over 60.
-    wait_until(
-        "every job back in redis",
-        Duration::from_secs(180),
-        || async {
-            let settled = marker().await.is_some_and(|m| m.is_settled());
-            (settled && hlen(&redis, &jobs_key).await == JOBS).then_some(())
-        },
-    )
+    let back = courier_testkit::wait_until_or_none(Duration::from_secs(180), || async {
+        let settled = marker().await.is_some_and(|m| m.is_settled());
+        (settled && hlen(&redis, &jobs_key).await == JOBS).then_some(())
+    })
     .await;
+    if back.is_none() {
+        panic!(
+            "timed out after 180s waiting for every job back in redis: marker {:?}, {} of {JOBS} \
+             jobs in redis; the API's output:\n{}",
+            marker().await,
+            hlen(&redis, &jobs_key).await,
+            api.output()
+        );
+    }
     eprintln!("every job was back {:?} after the wipe", wiped.elapsed());
     let live: i64 = env.count_jobs(Some("scheduled")).await;
     assert_eq!(live, JOBS as i64);
