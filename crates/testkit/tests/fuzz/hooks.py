@@ -71,8 +71,9 @@ def before_call(ctx, case, **kwargs):
       1000 occurrences after it, and neither a backfill's `to` nor a bulk action's
       `as_of` in the future.
     - `PUT /v1/schedules/{name}`: a `name` in the body is the path's.
-    - `PATCH /v1/schedules/{name}`: `timezone` only with `cron` (on a schedule that runs
-      on `every_ms`, the stored schedule decides, not the request).
+    - `PATCH /v1/schedules/{name}`: `timezone` only with `cron`, and `start_at` and
+      `end_at` together or neither (otherwise the stored schedule decides whether the
+      request is valid, not the request).
     """
     if case.headers and "Idempotency-Key" in case.headers:
         case.headers["Idempotency-Key"] = (
@@ -96,5 +97,10 @@ def before_call(ctx, case, **kwargs):
         _not_future(body, "as_of")
     if path == "/v1/schedules/{name}" and method == "PUT" and body.get("name") is not None:
         body["name"] = (case.path_parameters or {}).get("name", body["name"])
-    if path == "/v1/schedules/{name}" and method == "PATCH" and body.get("cron") is None:
-        body.pop("timezone", None)
+    if path == "/v1/schedules/{name}" and method == "PATCH":
+        if body.get("cron") is None:
+            body.pop("timezone", None)
+        # One of the two alone is compared with the stored other.
+        if body.get("start_at") is None or body.get("end_at") is None:
+            body.pop("start_at", None)
+            body.pop("end_at", None)
