@@ -123,7 +123,15 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 /// Syntax errors are 400; well-formed JSON of the wrong shape is 422 with the field's
 /// path. The JSON is first brought to the shape of `T`'s schema in `document` (see
 /// [`conform`]), so that what the document allows is what is read.
+///
+/// The hot path: a body without an array and without a `\u0000` escape has nothing for
+/// [`conform`] to refuse, and is read straight from its bytes when that succeeds (a
+/// `3.0` where an integer goes fails there, and takes the long way).
 fn parse_json<T: JsonBody>(raw: &[u8], document: &Value) -> Result<T, ApiError> {
+    let plain = !raw.contains(&b'[') && !raw.windows(6).any(|w| w == b"\\u0000");
+    if plain && let Ok(value) = serde_json::from_slice(raw) {
+        return Ok(value);
+    }
     let mut json: Value = serde_json::from_slice(raw).map_err(|e| classify(e, String::new()))?;
     let schemas = &document["components"]["schemas"];
     conform(
@@ -386,6 +394,17 @@ mod tests {
         assert_eq!(job.max_attempts, Some(2));
         assert_eq!(job.retry_on_status, Some(vec![409]));
         assert_eq!(job.target.json.unwrap().to_string(), r#"{"n":1.0}"#);
+        // The short way (no array, no U+0000 escape) reads what the long way reads, and
+        // refuses what it refuses.
+        let job: JobRequest = parse_json(
+            br#"{"target": {"url": "http://x"}, "max_attempts": 2, "labels": {"a": "b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(job.max_attempts, Some(2));
+        match parse_json::<JobRequest>(br#"{"target": {"url": "http://x", "body": "a\u0000"}}"#) {
+            Err(ApiError::Validation(errors)) => assert_eq!(errors[0].field, "target.body"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
