@@ -324,7 +324,12 @@ fn declare_operations(doc: &mut Value) {
             }),
         );
     }
-    body_schema(doc, "/v1/schedules", "post", json!({"required": ["name"]}));
+    body_schema(
+        doc,
+        "/v1/schedules",
+        "post",
+        json!({"required": ["name"], "properties": {"name": {"type": "string"}}}),
+    );
 }
 
 /// Narrows the JSON body of `method path` with `extra`, beside its type's schema.
