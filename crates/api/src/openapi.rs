@@ -196,10 +196,6 @@ fn apply(at: &mut Value, rule: &Rule) {
             set("enum", values.into());
         }
         Rule::DateTime => set("format", "date-time".into()),
-        Rule::Null => {
-            object.clear();
-            object.insert("type".into(), "null".into());
-        }
         Rule::EachItem(rule) => apply(sub_schema(object, "items"), rule),
         Rule::Keys(rule) => apply(sub_schema(object, "propertyNames"), rule),
         Rule::Values(rule) => apply(sub_schema(object, "additionalProperties"), rule),

@@ -60,8 +60,6 @@ pub enum Rule {
     OneOf(Vec<&'static str>),
     /// `format: date-time` (RFC 3339).
     DateTime,
-    /// Only `null` (or left out): a field the type has but this use refuses.
-    Null,
     /// Several rules on one field.
     All(Vec<Rule>),
     /// Any JSON Schema, for what the others do not say.
